@@ -1,0 +1,38 @@
+# The two commands of the README's Quickstart are `make demo` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_WS ?= demo-ws
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install install-test demo test lint completions bench
+
+$(VENV)/.stamp-install: pyproject.toml tools/setup.sh
+	EXTRAS=test bash tools/setup.sh
+	touch $@
+
+$(VENV)/.stamp-install-test: $(VENV)/.stamp-install
+	EXTRAS=test,beam bash tools/setup.sh
+	touch $@
+
+install: $(VENV)/.stamp-install
+
+install-test: $(VENV)/.stamp-install-test
+
+demo: install
+	test -f $(DEMO_WS)/manifest.json || $(BIN)/orpheus init $(DEMO_WS) --example
+	$(BIN)/orpheus -w $(DEMO_WS) status
+
+test: install-test
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff format --check orpheus tests bench tools
+	$(BIN)/ruff check orpheus tests bench tools
+
+completions: install
+	for sh in bash zsh fish; do \
+	  _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION=1 $(BIN)/orpheus --show-completion $$sh \
+	    > completions/orpheus.$$sh; done
+
+bench: install-test
+	$(BIN)/python bench/run.py

@@ -1,0 +1,1 @@
+complete --command orpheus --no-files --arguments "(env _ORPHEUS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) orpheus)" --condition "env _ORPHEUS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) orpheus"

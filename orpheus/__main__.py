@@ -1,0 +1,5 @@
+"""`python -m orpheus` runs the CLI."""
+
+from orpheus.cli import main
+
+main()
