@@ -15,7 +15,10 @@ from typer.core import TyperGroup
 from orpheus import __version__
 from orpheus.commands import config as config_cmd
 from orpheus.commands import init as init_cmd
+from orpheus.commands import scan as scan_cmd
+from orpheus.commands import silence as silence_cmd
 from orpheus.commands import status as status_cmd
+from orpheus.commands import wrangle as wrangle_cmd
 from orpheus.commands._common import GlobalOptions, err_console
 from orpheus.errors import OrpheusError
 
@@ -101,6 +104,9 @@ def main_options(
 app.command("init")(init_cmd.command)
 app.command("status")(status_cmd.command)
 app.add_typer(config_cmd.app, name="config")
+app.command("scan")(scan_cmd.command)
+app.command("wrangle")(wrangle_cmd.command)
+app.command("silence")(silence_cmd.command)
 
 
 def main() -> None:

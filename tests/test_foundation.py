@@ -15,9 +15,7 @@ from orpheus import config as config_lib
 from orpheus.cli import app
 from orpheus.workspace import Workspace, WorkspaceError, fingerprint
 
-SEED_CONFIGS = sorted(
-    (Path(__file__).parents[2] / "shared/reference/seed-config/configs").glob("*.json")
-)
+SEED_CONFIGS = sorted((Path(__file__).parent / "fixtures" / "seed-configs").glob("*.json"))
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
