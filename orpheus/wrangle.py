@@ -13,13 +13,12 @@ first reason in the rejects table:
    only the lexicographically smallest track ID stays. A group with one present member keeps it
    (the original dropped such lone tracks).
 
-Everything is vectorised pandas; the Last.fm check is one SQL query, so the full MSD (1,000,000
-summary rows) wrangles in well under a minute.
+Everything is vectorised pandas; the Last.fm check reads the tag rows once, so the full MSD
+(1,000,000 summary rows) wrangles in well under a minute.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from orpheus.errors import OrpheusError
 
 NO_SUMMARY_ROW = "no-summary-row"
 AMBIGUOUS_ID = "ambiguous-id"
@@ -40,7 +37,6 @@ DUPLICATE = "duplicate"
 REASONS = (NO_SUMMARY_ROW, AMBIGUOUS_ID, MISMATCH, BROKEN_AUDIO, NO_TAGS, DUPLICATE)
 
 LEAD_COLUMNS = ["track_id", "track_7digitalid", "file_path"]
-TAGGED_SQL = "SELECT DISTINCT t.tid FROM tids t JOIN tid_tag tt ON tt.tid = t.rowid"
 
 
 @dataclass
@@ -58,36 +54,10 @@ class WrangleResult:
 
 def tagged_track_ids(db_path: str | Path) -> np.ndarray:
     """Track IDs with at least one (track, tag) row in a Last.fm tags database (read-only)."""
-    db_path = Path(db_path)
-    if not db_path.is_file():
-        raise OrpheusError(f"Last.fm database not found: {db_path}", hint="pass --lastfm-db DB")
-    try:
-        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise OrpheusError(f"{db_path}: cannot open ({exc})") from None
-    try:
-        _check_lastfm(con, db_path)
-        rows = con.execute(TAGGED_SQL).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise OrpheusError(f"{db_path}: not a readable SQLite database ({exc})") from None
-    finally:
-        con.close()
-    return np.array([r[0] for r in rows if r[0] is not None], dtype=object)
+    from orpheus.lastfm.db import LastFm
 
-
-def _check_lastfm(con: sqlite3.Connection, path: Path) -> None:
-    need = {"tids": {"tid"}, "tid_tag": {"tid", "tag"}}
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    missing = [f"table {t}" for t in need if t not in tables]
-    for table, columns in need.items():
-        if table in tables:
-            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
-            missing += [f"{table}.{c}" for c in sorted(columns - have)]
-    if missing:
-        raise OrpheusError(
-            f"{path}: not a Last.fm tags database: missing {', '.join(missing)}",
-            hint="expected lastfm_tags.db with tables tids(tid), tags(tag), tid_tag(tid, tag, val)",
-        )
+    with LastFm(db_path) as db:
+        return np.array(sorted(db.tids_with_tags()), dtype=object)
 
 
 def scanned_files(table: pd.DataFrame, rejects: pd.DataFrame) -> pd.DataFrame:
