@@ -1,0 +1,338 @@
+"""The tf.data input pipeline over a TFRecord build, and the window/normalisation inference shares.
+
+Chain per split: shard files (only the split's; shuffled for training) -> interleaved reads ->
+parse -> track-ID allow-list -> labels (tag selection) -> drop examples with no selected tag ->
+shuffle -> repeat -> window -> normalise -> batch -> prefetch. Deterministic given a seed.
+
+Labels. `select_labels` picks the model's output tags from the clean vocabulary, in this order:
+the `tags.top` most popular tags (all of them when `top` is null), by popularity (distinct tracks
+per tag, ties by vocabulary order), then the `tags.with` tags not already there, in the order
+given; `tags.without` tags are removed. A `tags.merge` group becomes one label, named after the
+group's first tag and placed where its first selected member would be; its value is 1 when the
+track has any tag of the group. The caller saves the label list with the model.
+
+Windows. Training takes one window of `model-training.window_length` seconds at a random start
+(when `window_random`), evaluation a centred one, song-level evaluation evenly spaced windows
+covering the track (`track_windows`). A clip shorter than the window is repeated to fill it.
+`normalise` scales each window to zero mean and unit variance (the original normalised waveforms
+across the batch instead, and log-mels per whole track at prediction time); the Tagger calls the
+same function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from orpheus.audio import LogMelParams
+from orpheus.errors import OrpheusError
+from orpheus.records import parse_function, read_index, spec_of
+
+EPS = 1e-6
+
+
+def select_labels(
+    vocabulary: Sequence[str], popularity: Mapping[str, int], tags_cfg: Mapping
+) -> tuple[list[str], list[list[int]]]:
+    """The output labels and, per label, the vocabulary indices whose OR gives it."""
+    column = {t: i for i, t in enumerate(vocabulary)}
+    top = tags_cfg.get("top", 50)
+    with_ = list(tags_cfg.get("with") or [])
+    without = set(tags_cfg.get("without") or [])
+    merge = [list(g) for g in (tags_cfg.get("merge") or [])]
+    named = with_ + sorted(without) + [t for g in merge for t in g]
+    unknown = [t for t in named if t not in column]
+    if unknown:
+        raise OrpheusError(
+            f"tags not in the clean vocabulary: {', '.join(map(repr, unknown[:5]))}",
+            hint="see `orpheus tfrecords inspect` for the tag names",
+        )
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
+        raise OrpheusError(f"tags.top must be a non-negative integer or null, got {top!r}")
+    by_pop = sorted(vocabulary, key=lambda t: (-int(popularity.get(t, 0)), column[t]))
+    chosen = by_pop if top is None else by_pop[:top]
+    chosen = chosen + [t for t in dict.fromkeys(with_) if t not in chosen]
+    chosen = [t for t in chosen if t not in without]
+    group_of: dict[str, int] = {}
+    for gi, group in enumerate(merge):
+        for t in group:
+            if t in group_of and group_of[t] != gi:
+                raise OrpheusError(f"tag {t!r} is in two tags.merge groups")
+            group_of[t] = gi
+    labels: list[str] = []
+    groups: list[list[int]] = []
+    placed: set[int] = set()
+    for t in chosen:
+        gi = group_of.get(t)
+        if gi is None:
+            labels.append(t)
+            groups.append([column[t]])
+        elif gi not in placed:
+            placed.add(gi)
+            labels.append(merge[gi][0])
+            groups.append(sorted({column[m] for m in merge[gi]}))
+    if not labels:
+        raise OrpheusError("the tag selection is empty", hint="check tags.top/with/without")
+    return labels, groups
+
+
+def window_length_frames(seconds: float, params: LogMelParams | None = None) -> int:
+    """Log-mel frames in a window of `seconds` (15 s at 16 kHz, hop 256: 938)."""
+    return (params or LogMelParams()).frames(seconds)
+
+
+def window_length_samples(seconds: float, sample_rate: int = 16000) -> int:
+    """Waveform samples in a window of `seconds`."""
+    return int(round(seconds * sample_rate))
+
+
+def normalise(x, *, batched: bool = False):
+    """Zero mean, unit variance per example (per window), eps 1e-6; numpy in, numpy out.
+
+    `x` is one window ((frames, n_mels) or (samples,)), or with `batched` a stack of them.
+    TensorFlow tensors get the same computation in TensorFlow ops.
+    """
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.float32, copy=False)
+        axes = tuple(range(1 if batched else 0, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        return ((x - mean) / np.sqrt(var + EPS)).astype(np.float32)
+    x = tf.cast(x, tf.float32)
+    axes = list(range(1 if batched else 0, x.shape.rank))
+    mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
+    return (x - mean) * tf.math.rsqrt(var + EPS)
+
+
+def even_windows(x: np.ndarray, length: int, hop: int) -> np.ndarray:
+    """Numpy twin of the pipeline's song-level windows, for inference on whole tracks.
+
+    One window (repeated to fill) for a clip shorter than `length`; otherwise
+    ceil((n - length) / hop) + 1 windows whose starts are evenly spaced (integer division) from
+    0 to n - length, so the last one ends with the track.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    span = max(len(x) - length, 0)
+    if len(x) < length:
+        x = np.concatenate([x] * math.ceil(length / len(x)))
+    count = 1 + math.ceil(span / hop)
+    starts = np.arange(count, dtype=np.int64) * span // max(count - 1, 1)
+    return np.stack([x[s : s + length] for s in starts])
+
+
+def datasets(
+    records_dir: Path,
+    cfg: dict,
+    splits: Sequence[str] = ("train", "valid"),
+    *,
+    seed: int = 0,
+    tids: Collection[str] | None = None,
+    repeat: bool = False,
+) -> tuple[dict[str, tf.data.Dataset], list[str]]:
+    """Batched (x, y) datasets per split, and the label names (the order of y's columns).
+
+    Train: random windows (if `window_random`), shuffled files and examples (if `shuffle`),
+    full batches only. Other splits: centred windows, file order, last batch kept.
+    """
+    index, length, labels, groups = _setup(records_dir, cfg)
+    mt = cfg["model-training"]
+    out: dict[str, tf.data.Dataset] = {}
+    for k, name in enumerate(splits):
+        training = name == "train"
+        shuffle = training and bool(mt["shuffle"])
+        ds = _examples(records_dir, index, name, groups, mt, tids, shuffle, seed + 7 * k)
+        if shuffle:
+            ds = ds.shuffle(mt["shuffle_buffer_size"], seed=seed + 7 * k + 1)
+        if repeat:
+            ds = ds.repeat()
+        if training and mt["window_random"]:
+            noise = tf.data.Dataset.random(seed=seed + 7 * k + 2).batch(2)
+            ds = tf.data.Dataset.zip((ds, noise)).map(
+                lambda ex, s: (_random_window(ex["audio"], length, s), ex["y"]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        else:
+            ds = ds.map(
+                lambda ex: (_centred_window(ex["audio"], length), ex["y"]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        ds = ds.map(lambda x, y: (normalise(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(mt["batch_size"], drop_remainder=training)
+        out[name] = ds.prefetch(tf.data.AUTOTUNE)
+    return out, labels
+
+
+def track_windows(
+    records_dir: Path,
+    cfg: dict,
+    split: str,
+    labels: Sequence[str],
+    *,
+    hop_seconds: float | None = None,
+    tids: Collection[str] | None = None,
+) -> tf.data.Dataset:
+    """(tid, windows, y) per track, in file order, for song-level evaluation.
+
+    `windows` is (n, frames, n_mels) or (n, samples): evenly spaced, normalised windows covering
+    the whole track, `hop_seconds` apart at most (default: one window length). `labels` are the
+    trained model's (merge groups are taken from `cfg["tags"]["merge"]`).
+    """
+    index = read_index(records_dir)
+    spec = spec_of(index)
+    _check_split(index, cfg["model-training"]["split"], records_dir)
+    seconds = cfg["model-training"]["window_length"]
+    length = _window_length(spec, seconds)
+    hop = _window_length(spec, hop_seconds if hop_seconds else seconds)
+    groups = _groups_for(labels, index["vocabulary"], cfg["tags"].get("merge") or [])
+    ds = _examples(records_dir, index, split, groups, cfg["model-training"], tids, False, 0)
+    return ds.map(
+        lambda ex: (
+            ex["tid"],
+            normalise(_even_windows(ex["audio"], length, hop), batched=True),
+            ex["y"],
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+# -- internals ----------------------------------------------------------------------------
+
+
+def _setup(records_dir: Path, cfg: dict) -> tuple[dict, int, list[str], list[list[int]]]:
+    index = read_index(records_dir)
+    mt = cfg["model-training"]
+    _check_split(index, mt["split"], records_dir)
+    length = _window_length(spec_of(index), mt["window_length"])
+    labels, groups = select_labels(index["vocabulary"], index["popularity"], cfg["tags"])
+    return index, length, labels, groups
+
+
+def _window_length(spec, seconds: float) -> int:
+    if spec.format == "log-mel":
+        return window_length_frames(seconds, spec.params)
+    return window_length_samples(seconds, spec.sample_rate)
+
+
+def _check_split(index: Mapping, split: Sequence[float], records_dir: Path) -> None:
+    built = [float(v) for v in index["split"].values()]
+    if built != [float(v) for v in split]:
+        raise OrpheusError(
+            f"the TFRecords in {records_dir} were split {built}, the config says {list(split)}",
+            hint="rebuild them with `orpheus tfrecords build`, or set model-training.split back",
+        )
+
+
+def _groups_for(labels: Sequence[str], vocabulary: Sequence[str], merge) -> list[list[int]]:
+    column = {t: i for i, t in enumerate(vocabulary)}
+    heads = {g[0]: g for g in merge if g}
+    groups = []
+    for label in labels:
+        members = heads.get(label, [label])
+        missing = [m for m in members if m not in column]
+        if missing:
+            raise OrpheusError(f"label {missing[0]!r} is not in the TFRecords' vocabulary")
+        groups.append(sorted({column[m] for m in members}))
+    return groups
+
+
+def _examples(
+    records_dir: Path,
+    index: Mapping,
+    split: str,
+    groups: list[list[int]],
+    mt: Mapping,
+    tids: Collection[str] | None,
+    shuffle_files: bool,
+    seed: int,
+) -> tf.data.Dataset:
+    """Parsed examples of one split with `y` (float32 labels); tracks without one dropped."""
+    wanted = None if tids is None else set(tids)
+    shards = [s for s in index["shards"] if s["split"] == split]
+    if wanted is not None:
+        shards = [s for s in shards if wanted.intersection(s["tids"])]
+    if not shards:
+        what = "none of the given tracks is" if wanted is not None else "no tracks are"
+        raise OrpheusError(
+            f"{what} in split '{split}' of {records_dir}",
+            hint="build TFRecords from more tracks, or change model-training.split",
+        )
+    files = [str(Path(records_dir) / s["file"]) for s in shards]
+    compression = index.get("compression") or ""
+    spec = spec_of(index)
+    parse = parse_function(spec.ndim, len(index["vocabulary"]))
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        ds = ds.shuffle(len(files), seed=seed)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=max(1, int(mt.get("interleave_cycle_length", 1))),
+        block_length=max(1, int(mt.get("interleave_block_length", 1))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if wanted is not None:
+        keys = tf.constant(sorted(wanted))
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.ones_like(keys, tf.int32)), 0
+        )
+        ds = ds.filter(lambda ex: table.lookup(ex["tid"]) > 0)
+    matrix = np.zeros((len(index["vocabulary"]), len(groups)), np.float32)
+    for j, members in enumerate(groups):
+        matrix[members, j] = 1.0
+    m = tf.constant(matrix)
+
+    def labelled(ex):
+        hot = tf.cast(ex["tags"], tf.float32)
+        y = tf.minimum(tf.linalg.matvec(m, hot, transpose_a=True), 1.0)
+        return {"tid": ex["tid"], "audio": ex["audio"], "y": y}
+
+    ds = ds.map(labelled, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.filter(lambda ex: tf.reduce_max(ex["y"]) > 0)
+
+
+def _fill(x, length: int):
+    """Repeat a clip shorter than `length` along time until it is long enough."""
+    n = tf.shape(x)[0]
+    reps = tf.maximum(1, (length + n - 1) // n)
+    multiples = tf.concat([[reps], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+    return tf.cond(n < length, lambda: tf.tile(x, multiples), lambda: x)
+
+
+def _fix_shape(w, x, length: int):
+    w.set_shape([length] + x.shape[1:].as_list())
+    return w
+
+
+def _random_window(x, length: int, seed):
+    y = _fill(x, length)
+    n = tf.shape(y)[0]
+    start = tf.random.stateless_uniform(
+        [], seed=seed, minval=0, maxval=n - length + 1, dtype=tf.int32
+    )
+    return _fix_shape(y[start : start + length], x, length)
+
+
+def _centred_window(x, length: int):
+    y = _fill(x, length)
+    start = (tf.shape(y)[0] - length) // 2
+    return _fix_shape(y[start : start + length], x, length)
+
+
+def _even_windows(x, length: int, hop: int):
+    span = tf.maximum(tf.shape(x)[0] - length, 0)
+    y = _fill(x, length)
+    count = 1 + (span + hop - 1) // hop
+    starts = (
+        tf.range(count, dtype=tf.int64)
+        * tf.cast(span, tf.int64)
+        // tf.cast(tf.maximum(count - 1, 1), tf.int64)
+    )
+    idx = tf.cast(starts, tf.int32)[:, None] + tf.range(length)[None, :]
+    w = tf.gather(y, idx)
+    w.set_shape([None, length] + x.shape[1:].as_list())
+    return w

@@ -1,0 +1,627 @@
+"""TFRecord datasets: Example encode/decode, the split by track-ID hash, shards, the build runners.
+
+A build turns (track ID, audio path, clean tags) rows into sharded TFRecord files plus an
+`index.json` that says everything a reader needs: the feature (format and log-mel parameters),
+the vocabulary (label names, in multi-hot order), the tag popularity, the split, and per shard
+its file, split and track IDs. One Example per track:
+
+| key     | type            | content                                                      |
+|---------|-----------------|--------------------------------------------------------------|
+| `tid`   | bytes           | the MSD track ID, UTF-8                                      |
+| `audio` | bytes           | float16 little-endian; log-mel (frames, n_mels) or (samples,) |
+| `shape` | int64 list      | the array's shape                                            |
+| `tags`  | int64 list      | multi-hot over the whole clean vocabulary (0/1)              |
+
+Float16 bytes take a quarter of the original's float lists (4 bytes + protobuf overhead per value).
+
+Splits are decided per track by a hash of its ID (BLAKE2b -> a bucket in [0, 100)), not by file
+order, so a track never moves between train and test when the corpus grows. Within a split,
+tracks are ordered by the same hash (a fixed pseudo-random order, like the original's shuffle
+before writing, but reproducible) and cut into contiguous, equally sized shards.
+
+Builds are resumable: each shard is written under a temp name (`.<file>.<pid>.tmp`) and renamed
+only once complete, together with a small result file in `_progress/`; a re-run with the same
+plan skips finished shards, a different plan starts over. The per-track transform
+(`track_feature`: decode + feature) is the same function under the local process pool and under
+Apache Beam, and one writer (`write_shard`) encodes and writes under both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from orpheus import audio
+from orpheus.audio import AudioError, LogMelParams
+from orpheus.errors import OrpheusError
+
+FORMATS = ("log-mel", "waveform")
+SPLIT_NAMES = ("train", "valid", "test")
+INDEX_FILE = "index.json"
+PROGRESS_DIR = "_progress"
+INDEX_VERSION = 1
+TRACKS_PER_SHARD = 500  # default shard size: ~180 MB of log-mel, ~480 MB of waveform
+SHARD_RE = re.compile(r"^(train|valid|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
+UNTAGGED, UNDECODABLE = "untagged", "undecodable"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What one Example's `audio` holds: the format and the (log-mel) parameters."""
+
+    format: str = "log-mel"
+    params: LogMelParams = LogMelParams()
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise OrpheusError(
+                f"unknown format '{self.format}'", hint=f"choose one of: {', '.join(FORMATS)}"
+            )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.params.sample_rate
+
+    @property
+    def ndim(self) -> int:
+        return 2 if self.format == "log-mel" else 1
+
+    def compute(self, path: str | Path) -> np.ndarray:
+        """Decode `path` and compute the feature (float32) with the project's one decoder."""
+        y = audio.load(path, self.sample_rate)
+        return audio.log_mel(y, self.params) if self.format == "log-mel" else y
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, **self.params.to_dict(), "dtype": "float16"}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> FeatureSpec:
+        keys = ("sample_rate", "n_fft", "hop_length", "n_mels")
+        return cls(d["format"], LogMelParams(**{k: int(d[k]) for k in keys}))
+
+
+@dataclass(frozen=True)
+class Track:
+    """One row to encode: its ID, the audio file, and its tags as vocabulary indices."""
+
+    tid: str
+    path: str
+    tags: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One output file: its name, its split and its tracks in write order."""
+
+    file: str
+    split: str
+    tracks: tuple[Track, ...]
+
+
+@dataclass
+class Plan:
+    """Everything that determines a build's output, except the audio bytes themselves."""
+
+    spec: FeatureSpec
+    compression: str | None
+    vocabulary: list[str]
+    popularity: dict[str, int]
+    split: list[float]
+    shards: list[Shard]
+    untagged: list[str] = field(default_factory=list)
+
+    @property
+    def n_tracks(self) -> int:
+        return sum(len(s.tracks) for s in self.shards)
+
+    @property
+    def digest(self) -> str:
+        """A fingerprint of the plan; a resumed build continues only under the same digest."""
+        h = hashlib.blake2b(digest_size=16)
+        head = [self.spec.to_dict(), self.compression, self.vocabulary, self.split]
+        h.update(json.dumps(head).encode())
+        for s in self.shards:
+            h.update(f"\n{s.file}\t{s.split}".encode())
+            for t in s.tracks:
+                h.update(f"\n{t.tid}\t{t.path}\t{','.join(map(str, t.tags))}".encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What writing one shard produced (also stored as `_progress/<file>.json`)."""
+
+    file: str
+    split: str
+    tids: list[str]
+    undecodable: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "split": self.split,
+            "tids": self.tids,
+            "count": len(self.tids),
+            "undecodable": self.undecodable,
+            "seconds": self.seconds,
+        }
+
+
+# -- split and plan ---------------------------------------------------------------------------
+
+
+def track_hash(tid: str) -> int:
+    """A stable 64-bit hash of a track ID (BLAKE2b), the same on every machine and run."""
+    return int.from_bytes(hashlib.blake2b(tid.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def split_of(tid: str, split: Sequence[float]) -> str:
+    """The split of a track: its hash bucket in [0, 100) against the cumulative percentages."""
+    bucket = (track_hash(tid) % 10000) / 100.0
+    edge = 0.0
+    for name, pct in zip(SPLIT_NAMES, split, strict=False):
+        edge += pct
+        if bucket < edge:
+            return name
+    return SPLIT_NAMES[len(split) - 1]
+
+
+def check_split(split: Sequence[float]) -> list[float]:
+    values = list(split)
+    if not 1 <= len(values) <= 3 or any(v < 0 for v in values) or abs(sum(values) - 100) > 1e-9:
+        raise OrpheusError(
+            f"split must be 1 to 3 non-negative percentages adding up to 100, got {values}"
+        )
+    return [float(v) for v in values]
+
+
+def plan(
+    tracks: Iterable[tuple[str, str | Path]],
+    tags: Mapping[str, Sequence[str]],
+    vocabulary: Sequence[str],
+    popularity: Mapping[str, int],
+    *,
+    spec: FeatureSpec = FeatureSpec(),
+    split: Sequence[float] = (80, 10, 10),
+    shards: int | None = None,
+    compression: str | None = None,
+) -> Plan:
+    """Decide which track goes into which shard of which split.
+
+    `tracks` are (track ID, audio path) pairs; `tags` maps a track ID to its clean tag names.
+    Tracks without a tag in `vocabulary` are left out (counted as untagged). `shards` is the
+    total number of files, about; each non-empty split gets at least one, in proportion to its
+    tracks; None means one per TRACKS_PER_SHARD tracks.
+    """
+    split = check_split(split)
+    if shards is not None and shards < 1:
+        raise OrpheusError(f"--shards must be at least 1, got {shards}")
+    if compression not in (None, "GZIP"):
+        raise OrpheusError(f"unknown compression '{compression}'", hint="use GZIP or none")
+    if not vocabulary:
+        raise OrpheusError("the clean tag vocabulary is empty", hint="run `orpheus tags clean`")
+    column = {name: i for i, name in enumerate(vocabulary)}
+    by_split: dict[str, list[tuple[int, Track]]] = {name: [] for name in SPLIT_NAMES[: len(split)]}
+    untagged: list[str] = []
+    seen: set[str] = set()
+    n_rows = 0
+    for tid, path in tracks:
+        n_rows += 1
+        if tid in seen:
+            continue
+        seen.add(tid)
+        idx = tuple(sorted({column[t] for t in tags.get(tid, ()) if t in column}))
+        if not idx:
+            untagged.append(tid)
+            continue
+        by_split[split_of(tid, split)].append((track_hash(tid), Track(tid, str(path), idx)))
+    if n_rows == 0:
+        raise OrpheusError("the track list is empty: nothing to write")
+    n_tagged = len(seen) - len(untagged)
+    if n_tagged == 0:
+        raise OrpheusError(
+            f"none of the {len(seen)} tracks has a clean tag",
+            hint="check that the clean tag db matches the track list (`orpheus tags clean`)",
+        )
+    total = shards if shards is not None else math.ceil(n_tagged / TRACKS_PER_SHARD)
+    out: list[Shard] = []
+    for name, rows in by_split.items():
+        if not rows:
+            continue
+        rows.sort(key=lambda r: (r[0], r[1].tid))
+        k = min(len(rows), max(1, round(total * len(rows) / n_tagged)))
+        for i in range(k):
+            chunk = rows[i * len(rows) // k : (i + 1) * len(rows) // k]
+            ext = ".tfrecord.gz" if compression else ".tfrecord"
+            out.append(Shard(f"{name}-{i:05d}-of-{k:05d}{ext}", name, tuple(t for _, t in chunk)))
+    pop = {t: int(popularity.get(t, 0)) for t in vocabulary}
+    return Plan(spec, compression, list(vocabulary), pop, split, out, sorted(untagged))
+
+
+# -- Example encode / decode ------------------------------------------------------------------
+
+
+def encode_example(tid: str, feature: np.ndarray, tags: Sequence[int], n_tags: int) -> bytes:
+    """A serialised tf.train.Example: float16 audio bytes + shape, multi-hot tags."""
+    import tensorflow as tf
+
+    arr = np.asarray(feature, dtype="<f2")
+    hot = np.zeros(n_tags, dtype=np.int64)
+    hot[list(tags)] = 1
+    feats = {
+        "tid": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tid.encode("utf-8")])),
+        "audio": tf.train.Feature(bytes_list=tf.train.BytesList(value=[arr.tobytes()])),
+        "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(arr.shape))),
+        "tags": tf.train.Feature(int64_list=tf.train.Int64List(value=hot.tolist())),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)  # same bytes in every process
+
+
+def decode_example(serialized: bytes) -> dict:
+    """Decode one Example to numpy: tid (str), audio (float32, shaped), tags (int64 multi-hot)."""
+    import tensorflow as tf
+
+    f = tf.train.Example.FromString(serialized).features.feature
+    shape = tuple(f["shape"].int64_list.value)
+    raw = np.frombuffer(f["audio"].bytes_list.value[0], dtype="<f2")
+    return {
+        "tid": f["tid"].bytes_list.value[0].decode("utf-8"),
+        "audio": raw.reshape(shape).astype(np.float32),
+        "tags": np.asarray(f["tags"].int64_list.value, dtype=np.int64),
+    }
+
+
+def parse_function(ndim: int, n_tags: int) -> Callable:
+    """The tf.data twin of `decode_example`: serialised string tensor -> dict of tensors."""
+    import tensorflow as tf
+
+    spec = {
+        "tid": tf.io.FixedLenFeature([], tf.string),
+        "audio": tf.io.FixedLenFeature([], tf.string),
+        "shape": tf.io.FixedLenFeature([ndim], tf.int64),
+        "tags": tf.io.FixedLenFeature([n_tags], tf.int64),
+    }
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        x = tf.io.decode_raw(ex["audio"], tf.float16, little_endian=True)
+        x = tf.cast(tf.reshape(x, ex["shape"]), tf.float32)
+        return {"tid": ex["tid"], "audio": x, "tags": ex["tags"]}
+
+    return parse
+
+
+def read_records(path: str | Path, compression: str | None = None) -> Iterable[bytes]:
+    """The serialised Examples of one shard, in file order."""
+    import tensorflow as tf
+
+    for rec in tf.data.TFRecordDataset(str(path), compression_type=compression or ""):
+        yield rec.numpy()
+
+
+# -- the per-track transform and the shard writer ---------------------------------------------
+
+
+def track_feature(track: Track, spec: FeatureSpec) -> np.ndarray | None:
+    """The per-track transform of every runner: decode + feature, as stored (float16).
+
+    None when the file cannot be decoded (the track is counted as undecodable, not fatal).
+    """
+    try:
+        return spec.compute(track.path).astype("<f2")
+    except AudioError:
+        return None
+
+
+def write_shard(
+    out_dir: str | Path,
+    shard: Shard,
+    spec: FeatureSpec,
+    n_tags: int,
+    compression: str | None,
+    features: Iterable[np.ndarray | None] | None = None,
+    on_track: Callable[[int], None] | None = None,
+) -> ShardResult:
+    """Encode a shard's tracks and write the file atomically (temp name, then rename).
+
+    `features` are the shard's tracks' `track_feature`s in order, when a pool computed them;
+    by default they are computed here. The result file in `_progress/` is renamed into place
+    before the shard, so a finished shard always has its result; a killed writer leaves only
+    temp files behind.
+    """
+    import tensorflow as tf
+
+    out = Path(out_dir)
+    start = time.perf_counter()
+    if features is None:
+        features = (track_feature(t, spec) for t in shard.tracks)
+    final = out / shard.file
+    tmp = out / f".{shard.file}.{os.getpid()}.tmp"
+    tids: list[str] = []
+    bad: list[str] = []
+    options = tf.io.TFRecordOptions(compression_type=compression or "")
+    try:
+        with tf.io.TFRecordWriter(str(tmp), options) as writer:
+            for track, feature in zip(shard.tracks, features, strict=True):
+                if feature is None:
+                    bad.append(track.tid)
+                else:
+                    writer.write(encode_example(track.tid, feature, track.tags, n_tags))
+                    tids.append(track.tid)
+                if on_track is not None:
+                    on_track(1)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        result = ShardResult(shard.file, shard.split, tids, bad, time.perf_counter() - start)
+        _write_json(out / PROGRESS_DIR / f"{shard.file}.json", result.to_dict())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return result
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# -- runners ----------------------------------------------------------------------------------
+
+
+def _feature_job(job: tuple[Track, FeatureSpec]) -> np.ndarray | None:
+    return track_feature(*job)
+
+
+def _init_worker(parent: int) -> None:
+    """Pool workers exit when the build process dies (even by SIGKILL), never linger."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _run_local(
+    out_dir: Path,
+    todo: list[Shard],
+    spec: FeatureSpec,
+    n_tags: int,
+    compression: str | None,
+    workers: int,
+    on_track: Callable[[int], None],
+) -> None:
+    """Write the shards in order; `workers` processes compute the features (none when 1).
+
+    Workers only decode and compute (NumPy, no TensorFlow to import); this process encodes
+    and writes, so shards come out exactly as a single process would write them.
+    """
+    if workers <= 1:
+        for shard in todo:
+            write_shard(out_dir, shard, spec, n_tags, compression, on_track=on_track)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no fork of a process that may hold TensorFlow threads
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+        jobs = ((t, spec) for s in todo for t in s.tracks)
+        features = pool.imap(_feature_job, jobs, chunksize=2)
+        for shard in todo:
+            part = itertools.islice(features, len(shard.tracks))
+            write_shard(out_dir, shard, spec, n_tags, compression, part, on_track)
+
+
+def _run_beam(
+    out_dir: Path,
+    todo: list[Shard],
+    spec: FeatureSpec,
+    n_tags: int,
+    compression: str | None,
+    beam_options: str | None,
+) -> None:
+    """Write the shards as an Apache Beam pipeline: one element per shard, same writer."""
+    try:
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise OrpheusError(
+            "the beam runner needs Apache Beam", hint="pip install 'orpheus-tagger[beam]'"
+        ) from None
+    try:
+        options = PipelineOptions(shlex.split(beam_options or ""))
+    except ValueError as exc:
+        raise OrpheusError(f"bad --beam-options: {exc}") from None
+    with beam.Pipeline(options=options) as p:
+        _ = (
+            p
+            | "Shards" >> beam.Create(todo)
+            | "Spread" >> beam.Reshuffle()
+            | "Write"
+            >> beam.Map(
+                _beam_write, out_dir=str(out_dir), spec=spec, n_tags=n_tags, compression=compression
+            )
+        )
+
+
+def _beam_write(shard: Shard, out_dir: str, spec: FeatureSpec, n_tags: int, compression) -> str:
+    """One Beam element: a whole shard, through the same writer as the local runner."""
+    return write_shard(out_dir, shard, spec, n_tags, compression).file
+
+
+# -- build ------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildResult:
+    """The outcome of `build`: the index written, and how many shards this run wrote."""
+
+    index: dict
+    written: int
+    reused: int
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return self.index["skipped"]
+
+
+def build(
+    out_dir: str | Path,
+    the_plan: Plan,
+    *,
+    workers: int = 1,
+    runner: str = "local",
+    beam_options: str | None = None,
+    on_track: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> BuildResult:
+    """Write the plan's shards into `out_dir` (resuming a killed build) and its `index.json`.
+
+    `on_start(n)` is called once with the number of tracks still to encode, `on_track(k)` as
+    tracks are done (for a progress bar).
+    """
+    if runner not in ("local", "beam"):
+        raise OrpheusError(f"unknown runner '{runner}'", hint="use local or beam")
+    out = Path(out_dir)
+    progress_dir = out / PROGRESS_DIR
+    digest = the_plan.digest
+    files = [s.file for s in the_plan.shards]
+    try:
+        index = read_index(out, missing_ok=True)
+    except OrpheusError:  # an unreadable index is rebuilt, not trusted
+        index = None
+    if (
+        index is not None
+        and index.get("plan") == digest
+        and all((out / f).is_file() for f in files)
+    ):
+        return BuildResult(index, written=0, reused=len(files))
+    _prepare_dir(out, progress_dir)
+    marker = progress_dir / "plan.json"
+    previous = json.loads(marker.read_text()) if marker.is_file() else {}
+    if previous.get("plan") != digest:
+        _clear(out, progress_dir)
+        _write_json(marker, {"plan": digest})
+    for p in out.glob(".*.tmp"):  # left by a killed build
+        p.unlink(missing_ok=True)
+    for p in progress_dir.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+    todo = [
+        s
+        for s in the_plan.shards
+        if not ((out / s.file).is_file() and (progress_dir / f"{s.file}.json").is_file())
+    ]
+    if on_start is not None:
+        on_start(sum(len(s.tracks) for s in todo))
+    n_tags = len(the_plan.vocabulary)
+    try:
+        if runner == "beam":
+            _run_beam(out, todo, the_plan.spec, n_tags, the_plan.compression, beam_options)
+        else:
+            count = on_track or (lambda _n: None)
+            _run_local(out, todo, the_plan.spec, n_tags, the_plan.compression, workers, count)
+    except OSError as exc:
+        raise OrpheusError(f"cannot write TFRecords in {out}: {exc.strerror or exc}") from None
+    results = [json.loads((progress_dir / f"{f}.json").read_text()) for f in files]
+    index = _index(the_plan, results)
+    _write_json(out / INDEX_FILE, index)
+    shutil.rmtree(progress_dir, ignore_errors=True)
+    return BuildResult(index, written=len(todo), reused=len(files) - len(todo))
+
+
+def _prepare_dir(out: Path, progress_dir: Path) -> None:
+    """Create the output folders and prove they are writable, before any audio is decoded."""
+    try:
+        progress_dir.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe.{os.getpid()}.tmp"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise OrpheusError(
+            f"cannot write TFRecords in {out}: {exc.strerror or exc}",
+            hint="choose a writable workspace, or free some space",
+        ) from None
+
+
+def _clear(out: Path, progress_dir: Path) -> None:
+    """Remove the shards, index and progress of an earlier, different build."""
+    (out / INDEX_FILE).unlink(missing_ok=True)
+    for p in out.iterdir():
+        if SHARD_RE.match(p.name):
+            p.unlink()
+    for p in progress_dir.iterdir():
+        p.unlink()
+
+
+def _index(the_plan: Plan, results: list[dict]) -> dict:
+    counts = {name: 0 for name in SPLIT_NAMES[: len(the_plan.split)]}
+    undecodable: list[str] = []
+    shards = []
+    for r in results:
+        counts[r["split"]] += r["count"]
+        undecodable += r["undecodable"]
+        shards.append({k: r[k] for k in ("file", "split", "count", "tids")})
+    bad = set(undecodable)
+    per_tag = np.zeros(len(the_plan.vocabulary), np.int64)
+    for s in the_plan.shards:
+        for t in s.tracks:
+            if t.tid not in bad:
+                per_tag[list(t.tags)] += 1
+    return {
+        "version": INDEX_VERSION,
+        "plan": the_plan.digest,
+        "feature": the_plan.spec.to_dict(),
+        "compression": the_plan.compression,
+        "split": dict(zip(counts, the_plan.split, strict=True)),
+        "counts": counts,
+        "tracks": sum(counts.values()),
+        "skipped": {UNTAGGED: len(the_plan.untagged), UNDECODABLE: len(undecodable)},
+        "skipped_tids": {UNTAGGED: the_plan.untagged, UNDECODABLE: sorted(undecodable)},
+        "vocabulary": the_plan.vocabulary,
+        "popularity": the_plan.popularity,
+        "tag_counts": dict(zip(the_plan.vocabulary, per_tag.tolist(), strict=True)),
+        "shards": shards,
+    }
+
+
+def read_index(records_dir: str | Path, *, missing_ok: bool = False) -> dict | None:
+    """The `index.json` of a finished build (None, or an error, when there is none)."""
+    path = Path(records_dir) / INDEX_FILE
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise OrpheusError(
+            f"no TFRecords in {records_dir} (no {INDEX_FILE})",
+            hint="run `orpheus tfrecords build`",
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OrpheusError(f"cannot read {path}: {exc}") from None
+    if index.get("version") != INDEX_VERSION:
+        raise OrpheusError(f"{path}: unknown index version", hint="rebuild the TFRecords")
+    return index
+
+
+def spec_of(index: Mapping) -> FeatureSpec:
+    """The feature spec a build used."""
+    return FeatureSpec.from_dict(index["feature"])
