@@ -1,0 +1,40 @@
+"""`orpheus predict PATH...`: tag audio files, folders or globs with one model load for all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orpheus.commands import _predict_options as po
+
+
+def command(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Audio files, folders (searched recursively) or globs.")
+    ],
+    threshold: po.Threshold = 0.1,
+    top_k: po.TopK = None,
+    model: po.Model = None,
+    hop: po.Hop = None,
+    fmt: po.Format = "table",
+    taggram: po.Taggram = False,
+    embeddings: po.Embeddings = None,
+    plot: po.Plot = None,
+    write_tags: po.WriteTags = False,
+    output: po.Output = None,
+) -> None:
+    """Predict tags for songs (default model: the workspace's latest run, else msd-musicnn).
+
+    Exit code 0 when every file was tagged, 1 when some were skipped, 2 when none could be.
+    """
+    opts = po.PredictOptions(
+        threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output
+    )
+    po.resolve_model(ctx, model)  # an unknown model fails before any audio is read
+    files, problems = po.expand_inputs(paths)
+    code = po.predict_files(ctx, files, opts, problems)
+    if code:
+        raise typer.Exit(code)
