@@ -1,0 +1,316 @@
+"""The example corpus: formats MSD's readers rely on, every planted fault, tags that clean as
+truth.json says, determinism, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from orpheus.errors import OrpheusError
+from orpheus.example import build, build_scale_corpus
+from orpheus.example import tags as T
+from orpheus.example.lists import tag_lists
+from orpheus.example.metadata import TABLES
+
+REFERENCE_H5 = Path("/work/shared/reference/msd/TRAXLZU12903D05F94.h5")
+TRACK_ID = re.compile(r"^TR[A-Z0-9]{16}$")
+FAULTS = {
+    "empty-file", "not-audio", "silent", "short-clip", "truncated-short", "truncated-small",
+    "silent-gaps", "long-silent-gap", "mismatch", "no-tags", "rubbish-tags-only",
+    "ambiguous-id", "duplicate", "duplicate-lone", "no-audio", "no-summary-row",
+}  # fmt: skip
+
+
+def truth_of(root: Path) -> dict:
+    return json.loads((root / "truth.json").read_text())
+
+
+@pytest.mark.skipif(not REFERENCE_H5.exists(), reason="reference MSD file not available")
+def test_summary_dtypes_equal_the_real_msd_file(example_corpus: Path) -> None:
+    with h5py.File(REFERENCE_H5) as ref, h5py.File(example_corpus / "msd_summary_file.h5") as ex:
+        for name, dtype in TABLES.items():
+            assert ref[name].dtype == dtype
+            assert ex[name].dtype == ref[name].dtype
+
+
+def test_summary_rows_are_aligned_and_complete(example_corpus: Path) -> None:
+    truth = truth_of(example_corpus)
+    rows = [t for t in truth["tracks"] if t["track_id"] is not None]
+    with h5py.File(example_corpus / "msd_summary_file.h5") as f:
+        meta, ana, mb = (f[n][:] for n in ("metadata/songs", "analysis/songs", "musicbrainz/songs"))
+    assert len(meta) == len(ana) == len(mb) == truth["n_tracks"] == len(rows)
+    assert [x.decode() for x in ana["track_id"]] == [t["track_id"] for t in rows]
+    assert list(meta["track_7digitalid"]) == [t["track_7digitalid"] for t in rows]
+    assert [x.decode() for x in meta["song_id"]] == [t["song_id"] for t in rows]
+    assert all(TRACK_ID.match(t["track_id"]) for t in rows)
+    assert all(meta["artist_name"]) and all(meta["title"]) and (ana["duration"] > 0).all()
+    assert any(t["file_path"] is None for t in rows)  # rows without audio, as in MSD
+
+
+def test_lastfm_db_schema_and_references(example_corpus: Path) -> None:
+    truth = truth_of(example_corpus)
+    con = sqlite3.connect(f"file:{example_corpus / 'lastfm_tags.db'}?mode=ro", uri=True)
+    cols = {
+        t: [(c[1], c[2]) for c in con.execute(f"PRAGMA table_info({t})")]
+        for t in ("tids", "tags", "tid_tag")
+    }
+    assert cols == {
+        "tids": [("tid", "TEXT")],
+        "tags": [("tag", "TEXT")],
+        "tid_tag": [("tid", "INT"), ("tag", "INT"), ("val", "FLOAT")],
+    }
+    n_tids = con.execute("SELECT max(rowid) FROM tids").fetchone()[0]
+    n_tags = con.execute("SELECT max(rowid) FROM tags").fetchone()[0]
+    lo, hi, vmin, vmax = con.execute(
+        "SELECT min(tid), max(tid), min(val), max(val) FROM tid_tag"
+    ).fetchone()
+    assert 1 <= lo and hi <= n_tids and 0 < vmin and vmax <= 100
+    assert con.execute("SELECT max(tag) FROM tid_tag").fetchone()[0] <= n_tags
+    db = {}
+    for tid, tag, val in con.execute(
+        "SELECT tids.tid, tags.tag, val FROM tid_tag JOIN tids ON tids.rowid = tid_tag.tid "
+        "JOIN tags ON tags.rowid = tid_tag.tag"
+    ):
+        db.setdefault(tid, {})[tag] = val
+    expected = {t["track_id"]: t["raw_tags"] for t in truth["tracks"] if t["raw_tags"]}
+    assert db == expected
+    untagged = [t for t in truth["tracks"] if t["track_id"] and "no-tags" in t["faults"]]
+    assert untagged and not any(t["track_id"] in db for t in untagged)
+
+
+def test_errata_files_parse_in_msd_format(example_corpus: Path) -> None:
+    truth = truth_of(example_corpus)
+    ids = {t["track_id"] for t in truth["tracks"]}
+    lines = (example_corpus / "msd_duplicates.txt").read_text().splitlines()
+    assert all(line.startswith("#") for line in lines[:7]) and lines[7].startswith("%")
+    groups: list[list[str]] = []
+    for line in lines[7:]:
+        if line.startswith("%"):
+            groups.append([])
+        else:
+            assert TRACK_ID.match(line) and line in ids
+            groups[-1].append(line)
+    assert len(groups) >= 3 and all(len(g) >= 2 for g in groups)
+    pattern = re.compile(r"^ERROR: <(SO[A-Z0-9]{16}) (TR[A-Z0-9]{16})> .+  -  .+  !=  .+  -  .+$")
+    mismatches = (example_corpus / "sid_mismatches.txt").read_text().splitlines()
+    assert mismatches and all(pattern.match(line) for line in mismatches)
+    flagged = {pattern.match(line).group(2) for line in mismatches}
+    assert {t["track_id"] for t in truth["tracks"] if "mismatch" in t["faults"]} == flagged
+
+
+def test_every_fault_is_planted_and_files_match(example_corpus: Path) -> None:
+    truth = truth_of(example_corpus)
+    planted = {f for t in truth["tracks"] for f in t["faults"]}
+    assert planted == FAULTS
+    assert {t["style"] for t in truth["tracks"] if not t["faults"]} == set(T.STYLES)
+    audio = example_corpus / "7digital"
+    for t in truth["tracks"]:
+        if t["file_path"] is None:
+            assert not list(audio.rglob(f"{t['track_7digitalid']}.clip.mp3"))
+            continue
+        d7 = str(t["track_7digitalid"])
+        assert t["file_path"] == f"{d7[0]}/{d7[1]}/{d7}.clip.mp3"
+        data = (audio / t["file_path"]).read_bytes()
+        if "empty-file" in t["faults"]:
+            assert data == b""
+        elif "not-audio" in t["faults"]:
+            assert data and b"\xff" not in data
+        elif not {"truncated-small"} & set(t["faults"]):
+            assert len(data) > truth["config"]["silence"]["min_size"]
+    rates = {}
+    import soundfile as sf
+
+    for t in truth["tracks"]:
+        if t["expected"]["scan"] == "ok":
+            info = sf.info(str(audio / t["file_path"]))
+            rates[(info.samplerate, info.channels)] = (
+                rates.get((info.samplerate, info.channels), 0) + 1
+            )
+    assert {(44100, 2), (44100, 1), (22050, 1)} <= set(rates)
+    assert rates[(44100, 2)] > len(rates) and rates[(44100, 2)] > sum(rates.values()) / 2
+
+
+def test_silence_verdicts_hold_on_the_decoded_audio(example_corpus: Path) -> None:
+    """Run librosa's split (the silence stage's definition) on every file that reaches it."""
+    import librosa
+
+    from orpheus.audio import read_audio, to_mono
+
+    truth = truth_of(example_corpus)
+    cfg = truth["config"]["silence"]
+    for t in truth["tracks"]:
+        verdict = t["expected"]["silence"]
+        if verdict is None:
+            continue
+        path = example_corpus / "7digital" / t["file_path"]
+        data, sr = read_audio(path)
+        y = to_mono(data)
+        spans = librosa.effects.split(y, top_db=cfg["top_db"], frame_length=2048, hop_length=512)
+        if np.abs(y).max() == 0:
+            got = "drop:silent"
+        else:
+            s = spans / sr
+            gaps = s[1:, 0] - s[:-1, 1]
+            trim, tot, mx = s[-1, 1] - s[0, 0], gaps.sum(), gaps.max(initial=0.0)
+            got = (
+                "drop:too-short" if trim < cfg["filter_trim_length"]
+                else "drop:total-silence" if tot > cfg["filter_tot_silence"]
+                else "drop:max-silence" if mx > cfg["filter_max_silence"]
+                else "drop:too-small" if path.stat().st_size <= cfg["min_size"]
+                else "keep"
+            )  # fmt: skip
+        assert got == verdict, t["faults"]
+
+
+def test_expected_summaries_agree_with_tracks(example_corpus: Path) -> None:
+    truth = truth_of(example_corpus)
+    exp = truth["expected"]
+    ts = truth["tracks"]
+    assert exp["wrangle_keep"] == sorted(
+        t["track_id"] for t in ts if t["expected"]["wrangle"] == "keep"
+    )
+    reasons = set(exp["wrangle_drops"].values())
+    assert reasons == {
+        "no-summary-row",
+        "ambiguous-id",
+        "mismatch",
+        "broken-audio",
+        "no-tags",
+        "duplicate",
+    }
+    assert set(exp["silence_drops"].values()) == {
+        "silent", "too-small", "too-short", "total-silence", "max-silence"
+    }  # fmt: skip
+    assert set(exp["silence_keep"]) < set(exp["wrangle_keep"])
+    assert set(exp["scan_rejects"].values()) == {"empty-file", "not-audio"}
+    # the lone survivor of a duplicate group whose other member has no audio is kept
+    lone = [t for t in ts if "duplicate-lone" in t["faults"]]
+    assert lone and all(t["expected"]["wrangle"] == "keep" for t in lone)
+    by_id = {t["track_id"]: t for t in ts if t["track_id"]}
+    assert exp["clean_tags"] == {k: by_id[k]["tags"] for k in exp["clean_tags"]}
+    cfg = truth["config"]["tags-cleaning"]
+    assert cfg["sub_threshold"] <= cfg["threshold"] and cfg["val"] > 0
+
+
+def _key(tag: str) -> str:
+    """clean_1 then plural stripping (seed-inventory §2.6), the key variants share."""
+    key = re.sub(r"[^A-Za-z0-9]", "", tag).lower()
+    return key[:-1] if len(key) >= 2 and key.endswith("s") and key[-2] != "s" else key
+
+
+def test_tag_design_follows_the_lists_and_rules() -> None:
+    lists = tag_lists()
+    clean = set(lists.clean_155)
+    for primary, secondaries in T.STYLE_TAGS.values():
+        for canon in (primary, *secondaries):
+            assert canon in lists.genre_kept and T.clean_name(canon) in clean
+    for decade in T.DECADES:
+        assert decade in lists.genre_kept and decade in clean
+    for canon, variants in T.VARIANTS.items():
+        for v in variants:
+            assert v not in lists.genre_rejected and v != canon
+            assert _key(v) == _key(canon), v
+    for spellings in T.REJECTED_SPELLINGS.values():
+        assert set(spellings) <= set(lists.genre_rejected)
+    for merged in (*T.MERGED_REPLACING.values(), *T.MERGED_ADDED.values()):
+        assert merged in lists.genre_kept
+    for vocal, variants in T.VOCAL_VARIANTS.items():
+        assert set(variants) <= set(lists.vocal_kept[vocal])
+        assert T.VOCAL_PRIMARY[vocal] in lists.genre_rejected  # never a genre target
+    rubbish = {t for ts in T.STYLE_RUBBISH.values() for t in ts} | set(T.GENERIC_RUBBISH)
+    assert rubbish <= set(lists.genre_rejected)
+
+
+def test_truth_tags_cover_styles_variants_and_vocals(example_corpus: Path) -> None:
+    truth = truth_of(example_corpus)
+    cfg = truth["config"]["tags-cleaning"]
+    counts: dict[str, int] = {}
+    for t in truth["tracks"]:
+        for tag, val in t["raw_tags"].items():
+            counts[tag] = counts.get(tag, 0) + (val > T.NOISE_VAL_MAX)
+    lists = tag_lists()
+    listed = set(lists.genre_kept) | set(lists.genre_rejected)
+    assert all(n < cfg["threshold"] for tag, n in counts.items() if tag not in listed)
+    variants = {v for vs in T.VARIANTS.values() for v in vs}
+    assert len(variants & set(counts)) >= 8
+    assert {"2000s", "rhythm and blues", "funky"} <= set(counts)
+    assert any(val <= T.NOISE_VAL_MAX for t in truth["tracks"] for val in t["raw_tags"].values())
+    all_clean = {tag for t in truth["tracks"] for tag in t["tags"]}
+    assert all_clean <= set(lists.clean_155)
+    assert {"female", "male", "rap", "instrumental"} <= all_clean
+    for t in truth["tracks"]:
+        if t["tags"] and "rubbish-tags-only" not in t["faults"]:
+            assert T.clean_name(T.STYLE_TAGS[t["style"]][0]) in t["tags"] or t["style"] == "hip-hop"
+
+
+def test_same_seed_gives_identical_files_serial_or_parallel(tmp_path: Path) -> None:
+    def digest(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    a = build(tmp_path / "a", tracks=8, seed=7, workers=1)
+    b = build(tmp_path / "b", tracks=8, seed=7, workers=2)
+    assert a == b
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert [p.name for p in tmp_path.iterdir()] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a",
+        "b",
+    ]
+
+
+def test_bad_input_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    for n in (0, -3):
+        with pytest.raises(OrpheusError):
+            build(tmp_path / "x", tracks=n)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    with pytest.raises(OrpheusError, match="not empty"):
+        build(full, tracks=1)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(OrpheusError, match="cannot write"):
+        build(blocker / "corpus", tracks=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "full"]
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
+def test_progress_is_reported(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    build(tmp_path / "c", tracks=1, seed=1, workers=1, progress=lambda d, n: seen.append((d, n)))
+    assert seen[0] == (0, 2) and seen[-1] == (2, 2)  # the track and the orphan file
+
+
+def test_scale_corpus_small(tmp_path: Path) -> None:
+    info = build_scale_corpus(
+        tmp_path / "s", tracks=20_000, lastfm_tracks=10_100, tags=10_440, rows=172_000, seed=1
+    )
+    with h5py.File(tmp_path / "s" / "msd_summary_file.h5") as f:
+        for name, dtype in TABLES.items():
+            assert f[name].dtype == dtype and len(f[name]) == 20_000
+        track_ids = {x.decode() for x in f["analysis/songs"]["track_id"]}
+        assert len(track_ids) == len(set(f["metadata/songs"]["track_7digitalid"])) == 20_000
+    con = sqlite3.connect(tmp_path / "s" / "lastfm_tags.db")
+    tids = [r[0] for r in con.execute("SELECT tid FROM tids")]
+    assert len(tids) == 10_100 and set(tids) <= track_ids
+    assert con.execute("SELECT count(*) FROM tags").fetchone()[0] == 10_440
+    n, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT tid || '-' || tag) FROM tid_tag"
+    ).fetchone()
+    assert n == distinct == info["rows"] and 0.99 * 172_000 < n <= 172_000
+    pop = [r[0] for r in con.execute(
+        "SELECT tags.tag FROM tid_tag JOIN tags ON tags.rowid = tid_tag.tag "
+        "GROUP BY tid_tag.tag ORDER BY count(*) DESC LIMIT 5")]  # fmt: skip
+    assert pop[0] == "rock"
+    used = con.execute("SELECT count(DISTINCT tid) FROM tid_tag").fetchone()[0]
+    assert used == 10_100
