@@ -19,34 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _clips import SECONDS, previews  # noqa: E402
+
 TRACKS = int(os.environ.get("ORPHEUS_BENCH_TFRECORDS_TRACKS", 160))
-SECONDS = 30.0
 DATA = Path(os.environ.get("ORPHEUS_BENCH_DATA", Path(tempfile.gettempdir()) / "orpheus-bench"))
 VOCABULARY = [f"tag{i}" for i in range(155)]
 
 
-def build(root: Path, tracks: int = TRACKS, distinct: int = 8) -> list[str]:
-    """Absolute paths of `tracks` previews (hard links to `distinct` rendered clips)."""
-    import soundfile as sf
-
-    sr = 44100
-    rng = np.random.default_rng(2)
-    root.mkdir(parents=True, exist_ok=True)
-    for k in range(distinct):
-        path = root / f"src-{k}.mp3"
-        if path.exists():
-            continue
-        t = np.arange(int(SECONDS * sr)) / sr
-        y = 0.3 * np.sin(2 * np.pi * (110 + 40 * k) * t) * (np.sin(2 * np.pi * 0.5 * t) > -0.8)
-        y = y + 0.01 * rng.standard_normal(len(t))
-        sf.write(path, np.stack([y, y[::-1]], axis=1).astype(np.float32), sr, format="MP3")
-    paths = []
-    for i in range(tracks):
-        name = root / f"t{i:05d}.clip.mp3"
-        if not name.exists():
-            os.link(root / f"src-{i % distinct}.mp3", name)
-        paths.append(str(name))
-    return paths
+def build(root: Path, tracks: int = TRACKS) -> list[str]:
+    """Absolute paths of `tracks` previews (hard links to a few rendered clips)."""
+    return [str(p) for p in previews(root, tracks, distinct=8, seed=2)]
 
 
 def _tracks(paths: list[str]) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
