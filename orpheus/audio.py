@@ -47,6 +47,10 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode a file at its native rate: float32 array of shape (frames, channels), and the rate."""
     import soundfile as sf
 
+    if not Path(path).is_file():
+        raise AudioError(f"cannot decode {path}: no such file")
+    if Path(path).stat().st_size == 0:
+        raise AudioError(f"cannot decode {path}: empty file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
