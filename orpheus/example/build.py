@@ -32,6 +32,8 @@ from orpheus.example.plan import (
 )
 from orpheus.example.tags import VAL_THRESHOLD
 
+# How many clean tags a model trained on the example corpus predicts.
+EXAMPLE_TOP_TAGS = 20
 VERSION = 1
 NOT_AUDIO = (
     "<html><head><title>404 Not Found</title></head>\n"
@@ -330,6 +332,8 @@ def _truth(plan: Plan) -> dict:
                 "sub_threshold": plan.tags.sub_threshold,
                 "val": VAL_THRESHOLD,
             },
+            # The styles, vocals and decades: the tags a small corpus has enough tracks of.
+            "tags": {"top": EXAMPLE_TOP_TAGS},
         },
         "tracks": entries,
         "expected": exp,
