@@ -1,0 +1,134 @@
+"""Evaluation the way the field reports it: song-level predictions, per-tag ROC-AUC and PR-AUC.
+
+A song's prediction is the mean of the model's outputs over evenly spaced windows covering the
+whole track (the windows come from `orpheus.dataset.track_windows`). Each tag gets a ROC-AUC and
+a PR-AUC (average precision) from scikit-learn; the macro averages over tags are what Pons et al.
+2018 and Won et al. 2020 report. The micro averages (every (track, tag) pair pooled into one
+curve) are what the original project reported (seed-inventory §4.4); they are given too, labelled
+as such, because they are dominated by the frequent tags. A tag with no positive (or no
+negative) test track has no AUC: it is listed with null values and left out of the macro mean.
+
+This module needs no TensorFlow: `song_predictions` takes any callable mapping a batch of
+windows to probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SongPredictions:
+    tids: list[str]
+    y_true: np.ndarray  # (tracks, labels) 0/1
+    y_score: np.ndarray  # (tracks, labels) mean probability over the track's windows
+
+
+def song_predictions(
+    predict: Callable[[np.ndarray], np.ndarray],
+    tracks: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    *,
+    batch_size: int = 32,
+    on_track: Callable[[], None] | None = None,
+) -> SongPredictions:
+    """Average `predict` over each track's windows; `tracks` yields (tid, windows, y)."""
+    tids, truth, scores = [], [], []
+    for tid, windows, y in tracks:
+        windows = np.asarray(windows, dtype=np.float32)
+        outs = [
+            np.asarray(predict(windows[i : i + batch_size]))
+            for i in range(0, len(windows), batch_size)
+        ]
+        tids.append(tid.decode() if isinstance(tid, bytes) else str(tid))
+        truth.append(np.asarray(y, dtype=np.float32))
+        scores.append(np.concatenate(outs).mean(axis=0))
+        if on_track is not None:
+            on_track()
+    if not tids:
+        return SongPredictions([], np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
+    return SongPredictions(tids, np.stack(truth), np.stack(scores))
+
+
+def evaluate(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict:
+    """Macro and micro ROC-AUC / PR-AUC and a per-tag table (values in [0, 1])."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y_true = np.asarray(y_true) > 0.5
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.shape != y_score.shape or y_true.shape[1] != len(labels):
+        raise ValueError(
+            f"shapes do not match: truth {y_true.shape}, scores {y_score.shape}, "
+            f"{len(labels)} labels"
+        )
+    per_tag: dict[str, dict] = {}
+    roc, pr = [], []
+    for j, label in enumerate(labels):
+        positives = int(y_true[:, j].sum())
+        entry = {"roc_auc": None, "pr_auc": None, "positives": positives}
+        if 0 < positives < len(y_true):
+            entry["roc_auc"] = float(roc_auc_score(y_true[:, j], y_score[:, j]))
+            entry["pr_auc"] = float(average_precision_score(y_true[:, j], y_score[:, j]))
+            roc.append(entry["roc_auc"])
+            pr.append(entry["pr_auc"])
+        per_tag[label] = entry
+    flat_true, flat_score = y_true.ravel(), y_score.ravel()
+    has_both = 0 < flat_true.sum() < flat_true.size
+    return {
+        "roc_auc_macro": float(np.mean(roc)) if roc else None,
+        "pr_auc_macro": float(np.mean(pr)) if pr else None,
+        "roc_auc_micro": float(roc_auc_score(flat_true, flat_score)) if has_both else None,
+        "pr_auc_micro": float(average_precision_score(flat_true, flat_score)) if has_both else None,
+        "tracks": int(y_true.shape[0]),
+        "tags_evaluated": len(roc),
+        "tags_without_auc": [t for t, e in per_tag.items() if e["roc_auc"] is None],
+        "per_tag": per_tag,
+    }
+
+
+def plot_curves(
+    y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str], out_dir: Path
+) -> list[Path]:
+    """Write roc.png and pr.png: one thin curve per tag, the micro-average curve in bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y_true = np.asarray(y_true) > 0.5
+    y_score = np.asarray(y_score, dtype=np.float64)
+    paths = []
+    for kind, curve, xlabel, ylabel in (
+        ("roc", roc_curve, "false positive rate", "true positive rate"),
+        ("pr", precision_recall_curve, "recall", "precision"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 6))
+        for j, label in enumerate(labels):
+            if 0 < y_true[:, j].sum() < len(y_true):
+                a, b, _ = curve(y_true[:, j], y_score[:, j])
+                x, y = (a, b) if kind == "roc" else (b, a)
+                ax.plot(x, y, linewidth=0.8, alpha=0.6, label=label if len(labels) <= 15 else None)
+        if 0 < y_true.sum() < y_true.size:
+            a, b, _ = curve(y_true.ravel(), y_score.ravel())
+            x, y = (a, b) if kind == "roc" else (b, a)
+            ax.plot(x, y, color="black", linewidth=2.5, label="micro average")
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{kind.upper()} curves per tag (song level)")
+        ax.legend(fontsize="small", loc="lower right" if kind == "roc" else "lower left")
+        fig.tight_layout()
+        path = out_dir / f"{kind}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths

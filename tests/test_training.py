@@ -1,0 +1,419 @@
+"""Training: schedules, callbacks' state, one loss for both loops, mirrored and multi-worker
+strategies on the CPU, SIGKILL + resume, and `orpheus train` / `orpheus test` end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from records_helpers import VOCABULARY, make_corpus, make_workspace
+
+tf = pytest.importorskip("tensorflow")
+
+from orpheus import records, training  # noqa: E402
+from orpheus.models import build_model  # noqa: E402
+from orpheus.training import Schedule, Tracker, TrainOptions  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+ENV.pop("TF_CONFIG", None)
+
+# -- schedules and callback state -------------------------------------------------------------
+
+
+def test_constant_and_cyclic_schedules():
+    assert Schedule("constant", 0.01).lr(12345) == 0.01
+    cyc = Schedule("cyclic", 0.0014, steps_per_epoch=10)  # half-cycle = 2 epochs = 20 steps
+    assert cyc.lr(0) == pytest.approx(0.00035)  # max / 4
+    assert cyc.lr(10) == pytest.approx((0.00035 + 0.0014) / 2)
+    assert cyc.lr(20) == pytest.approx(0.0014)
+    assert cyc.lr(30) == pytest.approx(cyc.lr(10))
+    assert cyc.lr(40) == pytest.approx(0.00035) and cyc.lr(60) == pytest.approx(0.0014)
+    assert cyc.momentum(5) is None
+
+
+def test_one_cycle_warms_up_then_anneals_with_mirrored_momentum():
+    one = Schedule("one-cycle", 0.01, steps_per_epoch=10, epochs=10)  # 100 steps, 40 warm-up
+    assert one.lr(0) == pytest.approx(0.01 / 25) and one.momentum(0) == pytest.approx(0.95)
+    assert one.lr(20) == pytest.approx(0.01 / 25 + (0.01 - 0.01 / 25) / 2)
+    assert one.lr(40) == pytest.approx(0.01) and one.momentum(40) == pytest.approx(0.85)
+    assert one.lr(70) == pytest.approx(0.005)  # half-way down the cosine
+    assert one.lr(100) == pytest.approx(0.0) and one.momentum(100) == pytest.approx(0.95)
+    lrs = [one.lr(s) for s in range(101)]
+    assert max(lrs) == lrs[40]
+
+
+def test_tracker_early_stopping_and_plateau_counters_survive_a_round_trip():
+    opts = TrainOptions(
+        early_stop_patience=2,
+        early_stop_min_delta=0.01,
+        reduce_lr_patience=1,
+        reduce_lr_min_delta=0.01,
+        reduce_lr_factor=0.2,
+    )
+    t = Tracker()
+    assert t.update(0.50, 1, opts) == (True, False, False)
+    assert t.update(0.505, 2, opts) == (True, False, True)  # best, but under min_delta
+    assert t.best == 0.505 and t.early_stop_wait == 1 and t.lr_scale == pytest.approx(0.2)
+    again = Tracker(**json.loads(json.dumps(t.__dict__)))  # as state.json stores it
+    assert again.update(0.40, 3, opts) == (False, True, True)
+    assert again.best_epoch == 2 and again.lr_scale == pytest.approx(0.04)
+
+
+def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
+    a = tf.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    b = tf.Variable(3, dtype=tf.int64)
+    training.save_checkpoint(tmp_path / "c.npz", {"model": [a], "optimizer": [b]})
+    a.assign(tf.zeros((2, 3)))
+    b.assign(0)
+    training.load_checkpoint(tmp_path / "c.npz", {"model": [a], "optimizer": [b]})
+    assert a.numpy()[1, 2] == 5 and int(b.numpy()) == 3
+    with pytest.raises(training.TrainingError, match="does not fit"):
+        training.load_checkpoint(tmp_path / "c.npz", {"model": [a, a], "optimizer": [b]})
+    (tmp_path / "c.npz").write_bytes(b"garbage" * 10)
+    with pytest.raises(training.TrainingError, match="corrupt"):
+        training.load_checkpoint(tmp_path / "c.npz", {"model": [a], "optimizer": [b]})
+
+
+# -- one loss for both loops -----------------------------------------------------------------
+
+FRAMES, N_LABELS = 24, 4
+
+
+def _synthetic(n: int = 32, batch: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, FRAMES, 96)).astype(np.float32)
+    y = (rng.random((n, N_LABELS)) < 0.4).astype(np.float32)
+    return x, y, tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True)
+
+
+def _model():
+    return build_model(
+        "log-mel", N_LABELS, n_filters=2, n_dense_units=8, input_length=FRAMES, dropout=0.0
+    )
+
+
+def test_fit_and_custom_loop_report_the_same_loss_the_mean_bce_per_example():
+    x, y, ds = _synthetic()
+    frozen = {"name": "Adam", "learning_rate": 0.0}  # weights stay put: compare definitions
+    losses = {}
+    for custom in (False, True):
+        opts = TrainOptions(epochs=1, custom=custom, optimizer=frozen)
+        result = training.Trainer(_model, N_LABELS, None, opts).fit(ds)
+        losses[custom] = result.history[0]["loss"]
+    tf.keras.utils.set_random_seed(0)
+    model = _model()  # the same initial weights (same seed)
+    expected = np.mean(
+        [
+            tf.keras.losses.binary_crossentropy(y[i : i + 8], model(x[i : i + 8], training=True))
+            for i in range(0, 32, 8)
+        ]
+    )
+    assert losses[False] == pytest.approx(losses[True], rel=1e-5)
+    assert losses[True] == pytest.approx(float(expected), rel=1e-5)
+
+
+def _run_script(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        [PY, "-c", textwrap.dedent(code), *args],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+MIRRORED = """
+import json, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from orpheus import training
+from orpheus.models import build_model
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 24, 96)).astype(np.float32)
+y = (rng.random((32, 4)) < 0.4).astype(np.float32)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8, drop_remainder=True)
+model_fn = lambda: build_model("log-mel", 4, n_filters=2, n_dense_units=8, input_length=24,
+                               dropout=0.0)
+out = {}
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one per process, as in a run
+for custom in (False, True):
+    out["replicas"] = strategy.num_replicas_in_sync
+    opts = training.TrainOptions(epochs=2, custom=custom)
+    trainer = training.Trainer(model_fn, 4, None, opts, strategy=strategy)
+    out[f"losses_{custom}"] = [h["loss"] for h in trainer.fit(ds, ds).history]
+    out[f"step_{custom}"] = trainer.step
+print(json.dumps(out))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_with_both_loops():
+    done = _run_script(MIRRORED)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    # the same loss, same steps, same numbers from Keras fit and the custom loop
+    np.testing.assert_allclose(out["losses_False"], out["losses_True"], rtol=1e-4)
+    assert out["losses_True"][1] < out["losses_True"][0]
+    assert out["step_False"] == out["step_True"] == 8  # 2 epochs x 4 global batches
+
+
+WORKER = """
+import sys, numpy as np
+from pathlib import Path
+from orpheus import training
+hosts, index, out = sys.argv[1].split(","), int(sys.argv[2]), Path(sys.argv[3])
+strategy, _ = training.make_strategy(worker_hosts=hosts, worker_index=index)
+import tensorflow as tf
+from orpheus.models import build_model
+rng = np.random.default_rng(0)
+x = rng.normal(size=(48, 24, 96)).astype(np.float32)
+y = (rng.random((48, 4)) < 0.4).astype(np.float32)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(48, seed=1).batch(8, drop_remainder=True)
+model_fn = lambda: build_model("log-mel", 4, n_filters=2, n_dense_units=8, input_length=24)
+run_dir = training.create_run(out, "mw", config={}, labels=list("abcd")) if index == 0 else None
+trainer = training.Trainer(model_fn, 4, run_dir, training.TrainOptions(epochs=2),
+                           strategy=strategy)
+result = trainer.fit(ds, ds.take(2))
+np.savez(out / f"weights{index}.npz", *[w.numpy() for w in trainer.model.trainable_weights])
+print(result.status, trainer.step, trainer.custom)
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_two_local_workers_end_with_identical_weights(tmp_path):
+    hosts = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", textwrap.dedent(WORKER), hosts, str(i), str(tmp_path)],
+            env=ENV,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        deadline = time.monotonic() + 300
+        for p in procs:
+            outputs.append(p.communicate(timeout=max(1, deadline - time.monotonic())))
+    finally:
+        for p in procs:  # a worker waiting for its peer ignores SIGTERM
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        # the custom loop is used (Keras fit is broken across workers); 2 epochs x 6 batches
+        assert out.split()[-3:] == ["completed", "12", "True"], out
+    # every trainable weight is identical (BatchNorm's moving statistics are each worker's own,
+    # as with any non-synchronised BatchNorm; the chief's are the ones saved)
+    w0, w1 = (np.load(tmp_path / f"weights{i}.npz") for i in range(2))
+    assert len(w0.files) == len(w1.files) > 10
+    for k in w0.files:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    state = json.loads((tmp_path / "mw/state.json").read_text())
+    assert state["epoch"] == 2 and state["loop"] == "custom"
+    assert (tmp_path / "mw/model.keras").is_file()
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A workspace with log-mel TFRecords of 14 short tracks and a tiny, fast model config."""
+    root = tmp_path_factory.mktemp("train")
+    corpus = make_corpus(root / "corpus", n=14, untagged=0, broken=0)
+    ws = make_workspace(root / "ws", corpus)
+    cfg = ws.config
+    cfg["model-training"].update(window_length=1, batch_size=2, epochs=2)
+    cfg["model"].update(n_filters=2, n_dense_units=8)
+    cfg["tags"]["top"] = len(VOCABULARY)
+    ws.save_config(cfg)
+    plan = records.plan(corpus.tracks, corpus.tags, VOCABULARY, corpus.popularity, shards=3)
+    out = ws.path("tfrecords/log-mel")
+    records.build(out, plan, workers=1)
+    ws.register("tfrecords/log-mel", out, params={}, inputs={"clean-tags": "clean-tags"})
+    return ws
+
+
+def _orpheus(ws_root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "orpheus", "-w", str(ws_root), *args],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_train_then_test_end_to_end(built):
+    done = _orpheus(built.root, "train", "--run-name", "e2e", "--schedule", "one-cycle")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no GPU found: training on the CPU" in done.stderr
+    run = built.root / "runs/e2e"
+    assert not (run / "NOTE").exists()
+    for name in ("config.json", "labels.json", "state.json", "metrics.json", "model.keras"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["frontend"] == "log-mel"
+    assert json.loads((run / "labels.json").read_text())[0] == "rock"  # by popularity
+    assert list((run / "logs/train").iterdir()) and list((run / "logs/validation").iterdir())
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "completed" and state["epoch"] == 2
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert (run / "checkpoints/best.npz").is_file()
+    entry = json.loads((built.root / "manifest.json").read_text())["artifacts"]["run/e2e"]
+    assert "tfrecords" in entry["inputs"]
+
+    tested = _orpheus(built.root, "test", "--json", "--plot", str(run / "plots"))
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    result = json.loads(tested.stdout)
+    assert set(result) == {
+        "roc_auc_macro",
+        "pr_auc_macro",
+        "roc_auc_micro",
+        "pr_auc_micro",
+        "per_tag",
+    }
+    assert set(result["per_tag"]) == set(VOCABULARY)
+    assert (run / "plots/roc.png").is_file() and (run / "plots/pr.png").is_file()
+    assert "test" in json.loads((run / "metrics.json").read_text())
+    entry = json.loads((built.root / "manifest.json").read_text())["artifacts"]["run/e2e"]
+    assert "test ROC-AUC (macro)" in entry["summary"]
+
+
+def test_summary_and_find_lr(built):
+    shown = _orpheus(built.root, "train", "--summary")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "conv1_back" in shown.stdout and "trainable parameters" in shown.stdout
+    found = _orpheus(built.root, "train", "--find-lr", "--run-name", "lr")
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert "suggested learning rate" in found.stdout
+    assert (built.root / "runs/lr/lr_find.png").is_file()
+    assert "LR range test only" in (built.root / "runs/lr/NOTE").read_text()
+
+
+def test_sigkill_mid_epoch_then_resume_continues_epochs_and_schedule(built):
+    args = [
+        "train",
+        "--run-name",
+        "killed",
+        "--epochs",
+        "3",
+        "--steps-per-epoch",
+        "40",
+        "--schedule",
+        "cyclic",
+    ]
+    run = built.root / "runs/killed"
+    proc = subprocess.Popen(
+        [PY, "-m", "orpheus", "-w", str(built.root), *args],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                if json.loads((run / "state.json").read_text())["epoch"] >= 1:
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 1 and state["status"] == "running", state  # killed in epoch 2
+    assert (run / "NOTE").is_file()  # the folder says it is unfinished
+
+    done = _orpheus(built.root, "train", "--resume", "killed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "completed" and state["epoch"] == 3
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert state["step"] == 120  # the optimizer step continued from the epoch-1 checkpoint
+    expected = Schedule("cyclic", 0.001, steps_per_epoch=40, epochs=3).lr(119)
+    assert state["history"][-1]["learning_rate"] == pytest.approx(expected, rel=1e-5)
+    assert not (run / "NOTE").exists()
+
+
+def _runs(ws_root: Path) -> set[str]:
+    return {p.name for p in (ws_root / "runs").iterdir()} if (ws_root / "runs").exists() else set()
+
+
+@pytest.mark.parametrize(
+    ("args", "setup", "message"),
+    [
+        (["--frontend", "mfcc"], None, "unknown frontend 'mfcc'"),
+        (["--frontend", "waveform"], None, "no tfrecords/waveform yet"),
+        ([], "top", "asks for the top 60 tags, but the TFRecords have only 6"),
+        (["--gpus", "99"], None, "no GPU 99"),
+        (["--resume", "nope"], None, "no run nope"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run_folder(built, args, setup, message):
+    before = _runs(built.root)
+    if setup == "top":
+        cfg = json.loads((built.root / "config.json").read_text())
+        cfg["tags"]["top"] = 60
+        ws_copy = built.root.parent / "ws-top"
+        if not ws_copy.exists():
+            import shutil
+
+            shutil.copytree(built.root, ws_copy, ignore=shutil.ignore_patterns("runs"))
+            (ws_copy / "config.json").write_text(json.dumps(cfg))
+        done = _orpheus(ws_copy, "train", *args)
+        assert not (ws_copy / "runs").exists()
+    else:
+        done = _orpheus(built.root, "train", *args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert _runs(built.root) == before
+
+
+def test_corrupt_checkpoint_on_resume_is_a_one_line_error(built):
+    done = _orpheus(built.root, "train", "--run-name", "broken", "--epochs", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = built.root / "runs/broken"
+    state = json.loads((run / "state.json").read_text())
+    (run / state["checkpoint"]).write_bytes(b"\0" * 100)
+    again = _orpheus(built.root, "train", "--resume", "broken", "--epochs", "2")
+    assert again.returncode == 2, again.stderr[-3000:]
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is corrupt" in errors[0], again.stderr[-3000:]
