@@ -14,12 +14,19 @@ from typer.core import TyperGroup
 
 from orpheus import __version__
 from orpheus.commands import config as config_cmd
+from orpheus.commands import demo as demo_cmd
 from orpheus.commands import init as init_cmd
+from orpheus.commands import predict as predict_cmd
+from orpheus.commands import record as record_cmd
 from orpheus.commands import scan as scan_cmd
 from orpheus.commands import silence as silence_cmd
 from orpheus.commands import status as status_cmd
+from orpheus.commands import tags as tags_cmd
+from orpheus.commands import test as test_cmd
+from orpheus.commands import tfrecords as tfrecords_cmd
+from orpheus.commands import train as train_cmd
 from orpheus.commands import wrangle as wrangle_cmd
-from orpheus.commands._common import GlobalOptions, err_console
+from orpheus.commands._common import GlobalOptions, err_console, quiet_tensorflow
 from orpheus.errors import OrpheusError
 
 EXIT_INTERNAL = 3
@@ -99,14 +106,24 @@ def main_options(
 ) -> None:
     """Orpheus: a music auto-tagger trained on the Million Song Dataset and Last.fm tags."""
     ctx.obj = GlobalOptions(workspace=workspace, verbose=verbose, quiet=quiet)
+    if not verbose:
+        quiet_tensorflow()
 
 
+# The commands in pipeline order, as `orpheus --help` lists them.
 app.command("init")(init_cmd.command)
-app.command("status")(status_cmd.command)
-app.add_typer(config_cmd.app, name="config")
 app.command("scan")(scan_cmd.command)
 app.command("wrangle")(wrangle_cmd.command)
 app.command("silence")(silence_cmd.command)
+app.add_typer(tags_cmd.app, name="tags")
+app.add_typer(tfrecords_cmd.app, name="tfrecords")
+app.command("train")(train_cmd.command)
+app.command("test")(test_cmd.command)
+app.command("predict")(predict_cmd.command)
+app.command("record")(record_cmd.command)
+app.command("demo")(demo_cmd.command)
+app.command("status")(status_cmd.command)
+app.add_typer(config_cmd.app, name="config")
 
 
 def main() -> None:

@@ -1,0 +1,188 @@
+"""`orpheus demo [WS]`: the whole pipeline on the example corpus, in one command.
+
+Each stage is the real command, run in-process through the same CLI a user types; a stage whose
+artifact is already up to date (the manifest says ok) is reused, so re-running the demo is quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from orpheus.commands._common import console, err_console, options
+from orpheus.errors import OrpheusError
+from orpheus.workspace import OK, Workspace, is_workspace
+
+RUN_NAME = "demo"
+
+
+@dataclass
+class Stage:
+    """One pipeline step: the artifact it makes and the command line that makes it."""
+
+    name: str
+    artifact: str | None
+    args: list[str]
+    outcome: str = ""
+    seconds: float = 0.0
+    reused: bool = False
+    output: str = field(default="", repr=False)
+
+
+def command(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Workspace for the demo.")] = Path("demo-ws"),
+    tracks: Annotated[int, typer.Option(help="Example tracks to render.")] = 200,
+    epochs: Annotated[int, typer.Option(help="Training epochs of the demo's log-mel run.")] = 6,
+    seed: Annotated[int, typer.Option(help="Example corpus seed.")] = 0,
+) -> None:
+    """Run the whole pipeline on the example corpus and summarise it."""
+    from orpheus.cli import app
+
+    if tracks <= 0 or epochs <= 0:
+        raise OrpheusError("--tracks and --epochs must be positive numbers")
+    ws_args = ["-w", str(path)]
+    stages = [
+        Stage(
+            "init --example",
+            None,
+            ["init", str(path), "--example", "--tracks", str(tracks), "--seed", str(seed)],
+        ),
+        Stage("scan", "scan", [*ws_args, "scan"]),
+        Stage("wrangle", "wrangle", [*ws_args, "wrangle"]),
+        Stage("silence", "silence", [*ws_args, "silence"]),
+        Stage("tags clean", "clean-tags", [*ws_args, "tags", "clean"]),
+        Stage(
+            "tfrecords build",
+            "tfrecords/log-mel",
+            [*ws_args, "tfrecords", "build", "--format", "log-mel"],
+        ),
+        Stage(
+            "train",
+            f"run/{RUN_NAME}",
+            [
+                *ws_args,
+                "train",
+                "--frontend",
+                "log-mel",
+                "--epochs",
+                str(epochs),
+                "--run-name",
+                RUN_NAME,
+            ],
+        ),
+        Stage("test", None, [*ws_args, "test", "--run", RUN_NAME, "--json"]),
+    ]
+    total = time.perf_counter()
+    for stage in stages:
+        _run_stage(ctx, app, path, stage)
+    examples = _example_tracks(path, 3)
+    predictions = [
+        Stage(
+            f"predict ({model})",
+            None,
+            [*ws_args, "predict", *examples, "--model", model, "--format", "json", "--top-k", "3"],
+        )
+        for model in (RUN_NAME, "msd-musicnn")
+    ]
+    for stage in predictions:
+        _run_stage(ctx, app, path, stage)
+    _summary(Workspace.open(path), [*stages, *predictions], time.perf_counter() - total)
+
+
+def _run_stage(ctx: typer.Context, app, path: Path, stage: Stage) -> None:
+    if _up_to_date(path, stage):
+        stage.reused = True
+        stage.outcome = "up to date, reused"
+        err_console.print(f"[green]✓[/green] {stage.name}: {stage.outcome}")
+        return
+    argv = [*(["-q"] if options(ctx).quiet else []), *stage.args]
+    err_console.print(f"[bold]▶ orpheus {' '.join(stage.args)}[/bold]")
+    captured = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(captured):
+        code = _invoke(app, argv)
+    stage.seconds = time.perf_counter() - start
+    stage.output = captured.getvalue()
+    if code not in (0, 1):
+        err_console.print(stage.output[-2000:])
+        raise OrpheusError(
+            f"demo stopped: `orpheus {' '.join(stage.args)}` exited with {code}",
+            exit_code=code if isinstance(code, int) else 2,
+        )
+    stage.outcome = _outcome(path, stage)
+    err_console.print(f"[green]✓[/green] {stage.name}: {stage.outcome} ({stage.seconds:.1f} s)")
+
+
+def _invoke(app, argv: list[str]) -> int:
+    try:
+        result = app(argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def _up_to_date(path: Path, stage: Stage) -> bool:
+    if stage.artifact is None:
+        return stage.args[0] == "init" and is_workspace(path) and (path / "example").is_dir()
+    if not is_workspace(path):
+        return False
+    ws = Workspace.open(path)
+    return ws.entry(stage.artifact) is not None and ws.state(stage.artifact) == OK
+
+
+def _outcome(path: Path, stage: Stage) -> str:
+    if stage.artifact is not None:
+        entry = Workspace.open(path).entry(stage.artifact) or {}
+        summary = entry.get("summary") or {}
+        return ", ".join(f"{k} {v}" for k, v in summary.items()) or "done"
+    if stage.args[-1] == "--json" and stage.output.strip():
+        metrics = json.loads(stage.output)
+        return (
+            f"macro ROC-AUC {metrics['roc_auc_macro']:.3f}, "
+            f"macro PR-AUC {metrics['pr_auc_macro']:.3f}"
+        )
+    if "predict" in stage.args and stage.output.strip():
+        results = json.loads(stage.output)
+        return "; ".join(
+            f"{Path(r['path']).name}: " + ", ".join(t["tag"] for t in r["tags"]) for r in results
+        )
+    return "done"
+
+
+def _example_tracks(path: Path, count: int) -> list[str]:
+    """A few tracks that survived cleaning, to predict on."""
+    import pandas as pd
+
+    ws = Workspace.open(path)
+    table = pd.read_parquet(ws.require("silence"))
+    root = Path(ws.entry("scan")["params"]["audio_root"])
+    return [str(root / p) for p in sorted(table["file_path"])[:count]]
+
+
+def _summary(ws: Workspace, stages: list[Stage], seconds: float) -> None:
+    table = Table(title="Orpheus demo", title_justify="left")
+    table.add_column("stage")
+    table.add_column("outcome", overflow="fold")
+    table.add_column("wall s", justify="right")
+    for stage in stages:
+        wall = "reused" if stage.reused else f"{stage.seconds:.1f}"
+        table.add_row(stage.name, stage.outcome, wall)
+    console.print(table)
+    console.print(f"total {seconds:.0f} s, workspace {ws.root}")
+    console.print("next, try:")
+    for line in (
+        f"orpheus -w {ws.root} status",
+        f"orpheus -w {ws.root} predict YOUR_SONG.mp3 -t 0.1",
+        f"orpheus -w {ws.root} train --frontend waveform --epochs 3",
+        "orpheus record --seconds 10   # needs a microphone",
+    ):
+        console.print(f"  {line}")
