@@ -2,7 +2,6 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo-ws
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install install-test demo test lint completions bench
 
@@ -19,8 +18,7 @@ install: $(VENV)/.stamp-install
 install-test: $(VENV)/.stamp-install-test
 
 demo: install
-	test -f $(DEMO_WS)/manifest.json || $(BIN)/orpheus init $(DEMO_WS) --example
-	$(BIN)/orpheus -w $(DEMO_WS) status
+	$(BIN)/orpheus demo $(DEMO_WS)
 
 test: install-test
 	$(BIN)/pytest -q

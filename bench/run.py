@@ -65,7 +65,28 @@ def main(selected: list[str]) -> int:
     (HERE / "results.json").write_text(
         json.dumps({"machine": machine, "rows": rows, "failed": failures}, indent=2, default=str)
     )
+    if not selected:  # only a full run replaces the table the README links
+        _write_markdown(HERE / "RESULTS.md", machine, rows, failures)
     return 1 if failures else 0
+
+
+def _write_markdown(path: Path, machine: dict, rows: list[dict], failures: list[str]) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "# Orpheus benchmarks",
+        "",
+        f"Taken {when} by `make bench` on {machine['cpus']} CPUs ({machine['machine']}, "
+        f"Python {machine['python']}), no GPU. Baselines are measured in the same run.",
+        "",
+        "| bench | figure | orpheus | baseline | ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row.get(c) for c in ("bench", "figure", "orpheus", "baseline", "ratio", "goal")]
+        lines.append("| " + " | ".join(_fmt(c).replace("|", "/") for c in cells) + " |")
+    if failures:
+        lines += ["", "Failed: " + ", ".join(failures)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

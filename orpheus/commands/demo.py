@@ -49,41 +49,11 @@ def command(
 
     if tracks <= 0 or epochs <= 0:
         raise OrpheusError("--tracks and --epochs must be positive numbers")
-    ws_args = ["-w", str(path)]
-    stages = [
-        Stage(
-            "init --example",
-            None,
-            ["init", str(path), "--example", "--tracks", str(tracks), "--seed", str(seed)],
-        ),
-        Stage("scan", "scan", [*ws_args, "scan"]),
-        Stage("wrangle", "wrangle", [*ws_args, "wrangle"]),
-        Stage("silence", "silence", [*ws_args, "silence"]),
-        Stage("tags clean", "clean-tags", [*ws_args, "tags", "clean"]),
-        Stage(
-            "tfrecords build",
-            "tfrecords/log-mel",
-            [*ws_args, "tfrecords", "build", "--format", "log-mel"],
-        ),
-        Stage(
-            "train",
-            f"run/{RUN_NAME}",
-            [
-                *ws_args,
-                "train",
-                "--frontend",
-                "log-mel",
-                "--epochs",
-                str(epochs),
-                "--run-name",
-                RUN_NAME,
-            ],
-        ),
-        Stage("test", None, [*ws_args, "test", "--run", RUN_NAME, "--json"]),
-    ]
+    stages = pipeline_stages(path, tracks=tracks, epochs=epochs, seed=seed)
     total = time.perf_counter()
     for stage in stages:
         _run_stage(ctx, app, path, stage)
+    ws_args = ["-w", str(path)]
     examples = _example_tracks(path, 3)
     predictions = [
         Stage(
@@ -96,6 +66,23 @@ def command(
     for stage in predictions:
         _run_stage(ctx, app, path, stage)
     _summary(Workspace.open(path), [*stages, *predictions], time.perf_counter() - total)
+
+
+def pipeline_stages(path: Path, *, tracks: int, epochs: int, seed: int) -> list[Stage]:
+    """The demo's stages, init to test, as `orpheus` command lines (the benchmark reuses them)."""
+    ws_args = ["-w", str(path)]
+    init = ["init", str(path), "--example", "--tracks", str(tracks), "--seed", str(seed)]
+    train = ["train", "--frontend", "log-mel", "--epochs", str(epochs), "--run-name", RUN_NAME]
+    return [
+        Stage("init --example", None, init),
+        Stage("scan", "scan", [*ws_args, "scan"]),
+        Stage("wrangle", "wrangle", [*ws_args, "wrangle"]),
+        Stage("silence", "silence", [*ws_args, "silence"]),
+        Stage("tags clean", "clean-tags", [*ws_args, "tags", "clean"]),
+        Stage("tfrecords build", "tfrecords/log-mel", [*ws_args, "tfrecords", "build"]),
+        Stage("train", f"run/{RUN_NAME}", [*ws_args, *train]),
+        Stage("test", None, [*ws_args, "test", "--run", RUN_NAME, "--json"]),
+    ]
 
 
 def _run_stage(ctx: typer.Context, app, path: Path, stage: Stage) -> None:
