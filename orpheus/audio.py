@@ -103,4 +103,9 @@ def log_mel(y: np.ndarray, params: LogMelParams = LogMelParams()) -> np.ndarray:
 
 def _short_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    reason = text[-1] if text else type(exc).__name__
+    # libsndfile says this of any file it cannot open, including an existing non-audio file;
+    # read_audio has already ruled out a missing file, so say what is really wrong.
+    if "possibly a pipe" in reason:
+        return "not a recognised audio format"
+    return reason

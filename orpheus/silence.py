@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orpheus.paths import confined, outside_message
+
 UNDECODABLE = "undecodable"
 SILENT = "silent"
 TOO_SMALL = "too-small"
@@ -117,7 +119,8 @@ def analyse(path: str | Path, top_db: float = 60) -> dict:
 def _analyse_batch(root: str, items: list[tuple[str, int, int]], top_db: float) -> list[dict]:
     out = []
     for rel, size, mtime in items:
-        row = analyse(os.path.join(root, rel), top_db)
+        path = confined(root, rel)
+        row = {"error": outside_message(rel)} if path is None else analyse(path, top_db)
         out.append({"file_path": rel, "file_size": size, "mtime_ns": mtime, "top_db": top_db} | row)
     return out
 
@@ -182,7 +185,10 @@ def _stat_files(root: Path, paths: pd.Series) -> pd.DataFrame:
     sizes, mtimes = [], []
     for rel in paths.tolist():
         try:
-            st = os.stat(root / rel)
+            path = confined(root, rel)
+            if path is None:  # never stat a file outside the root either
+                raise FileNotFoundError(rel)
+            st = os.stat(path)
             sizes.append(st.st_size)
             mtimes.append(st.st_mtime_ns)
         except OSError:

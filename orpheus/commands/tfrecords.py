@@ -11,6 +11,7 @@ from rich.table import Table
 
 from orpheus.commands._common import console, info, progress, workspace
 from orpheus.errors import EXIT_PARTIAL, OrpheusError
+from orpheus.paths import confined, outside_message
 
 app = typer.Typer(help="TFRecords: the training data, one Example per track.", no_args_is_help=True)
 
@@ -72,7 +73,7 @@ def build(
         vocabulary = db.vocabulary()
         tags = db.tags_of_tracks(table["track_id"])
         popularity = db.popularity().to_dict()
-    tracks = zip(table["track_id"], (str(root / p) for p in table["file_path"]), strict=True)
+    tracks, outside = _confined_tracks(root, table)
     the_plan = records.plan(
         tracks,
         tags,
@@ -113,8 +114,11 @@ def build(
         ctx,
         f"wrote {result.written} shards, kept {result.reused} finished ones: {out}",
     )
+    for tid, rel in outside:
+        info(ctx, f"skipped {tid}: {outside_message(rel)}")
     if index["skipped"][records.UNDECODABLE]:
         info(ctx, "some tracks could not be decoded; their IDs are in index.json (skipped_tids)")
+    if index["skipped"][records.UNDECODABLE] or outside:
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -176,6 +180,18 @@ def _audio_root(ws) -> Path:
             f"the scanned audio root is gone: {root}", hint="run `orpheus scan AUDIO_ROOT` again"
         )
     return Path(root)
+
+
+def _confined_tracks(root: Path, table) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(track ID, audio path) pairs, and the (track ID, file_path) rows outside the audio root."""
+    tracks, outside = [], []
+    for tid, rel in zip(table["track_id"], table["file_path"], strict=True):
+        path = confined(root, rel)
+        if path is None:
+            outside.append((tid, rel))
+        else:
+            tracks.append((tid, str(path)))
+    return tracks, outside
 
 
 def _counts_table(index: dict) -> Table:
