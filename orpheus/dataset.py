@@ -136,7 +136,8 @@ def datasets(
     """Batched (x, y) datasets per split, and the label names (the order of y's columns).
 
     Train: random windows (if `window_random`), shuffled files and examples (if `shuffle`),
-    full batches only. Other splits: centred windows, file order, last batch kept.
+    full batches only; with `repeat`, the train split repeats forever before batching (for a
+    fixed number of steps per epoch). Other splits: centred windows, file order, last batch kept.
     """
     index, length, labels, groups = _setup(records_dir, cfg)
     mt = cfg["model-training"]
@@ -147,8 +148,8 @@ def datasets(
         ds = _examples(records_dir, index, name, groups, mt, tids, shuffle, seed + 7 * k)
         if shuffle:
             ds = ds.shuffle(mt["shuffle_buffer_size"], seed=seed + 7 * k + 1)
-        if repeat:
-            ds = ds.repeat()
+        if repeat and training:
+            ds = ds.repeat()  # before batching, so a split smaller than a batch still fills one
         if training and mt["window_random"]:
             noise = tf.data.Dataset.random(seed=seed + 7 * k + 2).batch(2)
             ds = tf.data.Dataset.zip((ds, noise)).map(

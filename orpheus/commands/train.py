@@ -101,7 +101,15 @@ def command(
     info(ctx, where)
     mt = cfg["model-training"]
     splits = ("train", "valid") if index["counts"].get("valid") else ("train",)
-    dsets, labels = dataset.datasets(records_dir, cfg, splits, seed=mt["seed"])
+    fixed_steps = (steps_per_epoch or mt["iterations"]) is not None
+    if not fixed_steps and index["counts"].get("train", 0) < mt["batch_size"]:
+        raise OrpheusError(
+            f"the train split has {index['counts'].get('train', 0)} tracks, fewer than one batch"
+            f" of {mt['batch_size']}",
+            hint="lower model-training.batch_size, or set model-training.iterations"
+            " (steps per epoch) so the split is repeated",
+        )
+    dsets, labels = dataset.datasets(records_dir, cfg, splits, seed=mt["seed"], repeat=fixed_steps)
     if resume and _run_labels(runs_dir / run_id) != labels:
         raise OrpheusError(
             f"run {run_id} was trained on other labels than the TFRecords now give",
