@@ -119,7 +119,11 @@ def _invoke(app, argv: list[str]) -> int:
 
 def _up_to_date(path: Path, stage: Stage) -> bool:
     if stage.artifact is None:
-        return stage.args[0] == "init" and is_workspace(path) and (path / "example").is_dir()
+        return (
+            stage.args[0] == "init"
+            and is_workspace(path)
+            and Workspace.open(path).config["paths"]["audio_root"] is not None
+        )
     if not is_workspace(path):
         return False
     ws = Workspace.open(path)
@@ -133,16 +137,18 @@ def _outcome(path: Path, stage: Stage) -> str:
         return ", ".join(f"{k} {v}" for k, v in summary.items()) or "done"
     if stage.args[-1] == "--json" and stage.output.strip():
         metrics = json.loads(stage.output)
-        return (
-            f"macro ROC-AUC {metrics['roc_auc_macro']:.3f}, "
-            f"macro PR-AUC {metrics['pr_auc_macro']:.3f}"
-        )
+        roc, pr = _score(metrics["roc_auc_macro"]), _score(metrics["pr_auc_macro"])
+        return f"macro ROC-AUC {roc}, macro PR-AUC {pr}"
     if "predict" in stage.args and stage.output.strip():
         results = json.loads(stage.output)
         return "; ".join(
             f"{Path(r['path']).name}: " + ", ".join(t["tag"] for t in r["tags"]) for r in results
         )
     return "done"
+
+
+def _score(value: float | None) -> str:
+    return "n/a (too few test tracks)" if value is None else f"{value:.3f}"
 
 
 def _example_tracks(path: Path, count: int) -> list[str]:

@@ -60,9 +60,15 @@ def _add_example(ctx: typer.Context, ws: Workspace, *, tracks: int, seed: int) -
             seed=seed,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    use_example(ws, Path("example"), truth)
+    info(ctx, f"example corpus: {tracks} tracks in {dest} (paths set in config.json)")
+
+
+def use_example(ws: Workspace, folder: Path, truth: dict) -> None:
+    """Point the workspace's `paths` at an example corpus (relative to the workspace, or
+    absolute) and apply the config the corpus asks for (thresholds and model size)."""
     cfg = ws.config
-    cfg["paths"].update({key: f"example/{name}" for key, name in EXAMPLE_PATHS.items()})
+    cfg["paths"].update({key: str(folder / name) for key, name in EXAMPLE_PATHS.items()})
     for section, values in truth.get("config", {}).items():
         cfg[section].update(values)
     ws.save_config(cfg)
-    info(ctx, f"example corpus: {tracks} tracks in {dest} (paths set in config.json)")
