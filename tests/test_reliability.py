@@ -28,6 +28,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from orpheus.cli import app
+from orpheus.commands.init import use_example
 from orpheus.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,18 +72,7 @@ def digest(path: Path) -> str:
 
 def configure(ws: Workspace, corpus: Path) -> None:
     """Point a workspace at the example corpus, with its truth's thresholds."""
-    truth = json.loads((corpus / "truth.json").read_text(encoding="utf-8"))
-    cfg = ws.config
-    cfg["paths"] = {
-        "audio_root": str(corpus / "7digital"),
-        "msd_summary": str(corpus / "msd_summary_file.h5"),
-        "lastfm_db": str(corpus / "lastfm_tags.db"),
-        "duplicates": str(corpus / "msd_duplicates.txt"),
-        "mismatches": str(corpus / "sid_mismatches.txt"),
-    }
-    for section, values in truth["config"].items():
-        cfg[section].update(values)
-    ws.save_config(cfg)
+    use_example(ws, corpus, json.loads((corpus / "truth.json").read_text(encoding="utf-8")))
 
 
 def tables(ws_root: Path, name: str) -> tuple[set, set]:

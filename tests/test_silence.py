@@ -184,21 +184,13 @@ def test_example_corpus_matches_truth(example_corpus, tmp_path):
 
     from test_scan import orpheus
 
+    from orpheus.commands.init import use_example
     from orpheus.workspace import Workspace
 
     truth = json.loads((example_corpus / "truth.json").read_text())
     expected = truth["expected"]
     ws = Workspace.create(tmp_path / "ws")
-    cfg = ws.config
-    cfg["paths"] = {
-        "audio_root": str(example_corpus / "7digital"),
-        "msd_summary": str(example_corpus / "msd_summary_file.h5"),
-        "lastfm_db": str(example_corpus / "lastfm_tags.db"),
-        "duplicates": str(example_corpus / "msd_duplicates.txt"),
-        "mismatches": str(example_corpus / "sid_mismatches.txt"),
-    }
-    cfg["silence"].update(truth["config"]["silence"])
-    ws.save_config(cfg)
+    use_example(ws, example_corpus, truth)
     w = str(ws.root)
 
     scan = orpheus("-w", w, "scan", "-j", "2")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from orpheus.example.plan import (
     fill_expected,
     make_plan,
 )
+from orpheus.example.staging import staged
 from orpheus.example.tags import VAL_THRESHOLD
 
 # What `init --example` sets so that a model trains on this small corpus in a few CPU minutes:
@@ -65,23 +64,8 @@ def build(
     dest = Path(dest)
     if tracks <= 0:
         raise OrpheusError(f"--tracks must be positive, got {tracks}")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise OrpheusError(
-            f"{dest} already exists and is not empty", hint="choose another folder or remove it"
-        )
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    except OSError as exc:
-        raise OrpheusError(f"cannot write to {dest.parent}: {exc.strerror}") from None
-    try:
+    with staged(dest) as tmp:
         truth = _build_into(tmp, tracks, seed, workers, progress)
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return truth
 
 

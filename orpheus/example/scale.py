@@ -10,9 +10,6 @@ once or twice. Everything is vectorised and streamed in blocks so it builds in m
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import numpy as np
 from orpheus.errors import OrpheusError
 from orpheus.example import metadata
 from orpheus.example.lists import tag_lists
+from orpheus.example.staging import staged
 from orpheus.example.tags import REJECTED_SPELLINGS, VARIANTS, VOCAL_VARIANTS
 
 BLOCK = 20_000
@@ -41,14 +39,7 @@ def build_scale_corpus(
     dest = Path(dest)
     if min(tracks, lastfm_tracks, tags, rows) <= 0 or lastfm_tracks > tracks:
         raise OrpheusError("scale corpus sizes must be positive, with lastfm_tracks <= tracks")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise OrpheusError(f"{dest} already exists and is not empty")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    except OSError as exc:
-        raise OrpheusError(f"cannot write to {dest.parent}: {exc.strerror}") from None
-    try:
+    with staged(dest) as tmp:
         rng = np.random.default_rng([seed, 5])
         t0 = time.perf_counter()
         track_ids = _ids(rng, b"TR", tracks)
@@ -57,12 +48,6 @@ def build_scale_corpus(
         tid_rows = np.sort(rng.choice(tracks, lastfm_tracks, replace=False))
         n_rows = _write_lastfm(tmp / "lastfm_tags.db", track_ids[tid_rows], tags, rows, rng)
         t2 = time.perf_counter()
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "tracks": tracks,
         "lastfm_tracks": lastfm_tracks,
