@@ -25,6 +25,8 @@ def test_demo_runs_every_stage_then_reuses_them(example_corpus: Path, tmp_path: 
     states = Workspace.open(ws.root).states()
     assert {states[n][0] for n in ("scan", "wrangle", "silence", "clean-tags")} == {"ok"}
     assert states["run/demo"][0] == "ok"
+    scan = Workspace.open(ws.root).entry("scan")["command"]
+    assert scan == f"orpheus -w '{ws.root}' scan"  # the stage's own command line, not `demo`
 
     again = runner.invoke(app, ["demo", str(ws.root), "--epochs", "1"])
     assert again.exit_code == 0, again.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,10 +111,14 @@ def _run_stage(ctx: typer.Context, app, path: Path, stage: Stage) -> None:
 
 
 def _invoke(app, argv: list[str]) -> int:
+    """Run one `orpheus` command line in-process; the manifest records it as typed."""
+    saved, sys.argv = sys.argv, ["orpheus", *argv]
     try:
         result = app(argv, standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
+    finally:
+        sys.argv = saved
     return result if isinstance(result, int) else 0
 
 
