@@ -1,18 +1,19 @@
 """Run every `bench/bench_*.py` and print one table; write bench/results.json.
 
-Each script's `main()` returns rows {figure, orpheus, baseline, ratio, goal}. Comparisons are
-measured inside the same run, because this machine is shared and noisy: ratios are what count.
-Run one with `python bench/run.py cli silence`.
+Each script's `main()` returns rows {figure, orpheus, baseline, ratio, goal}; each script runs in
+a fresh process of its own, so one benchmark's memory or TensorFlow state never colours the
+next one's figures. Comparisons are measured inside the same run, because this machine is shared
+and noisy: ratios are what count. `python bench/run.py cli silence` re-runs some benchmarks and
+replaces only their rows in results.json and RESULTS.md.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import platform
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from rich.console import Console
@@ -21,11 +22,23 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 
 
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+MARKER = "@@bench-rows@@"
+CHILD = (
+    "import importlib.util, json, sys\n"
+    "spec = importlib.util.spec_from_file_location('bench', sys.argv[1])\n"
+    "module = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(module)\n"
+    f"print({MARKER!r} + json.dumps(module.main(), default=str))\n"
+)
+
+
+def _run_script(path: Path) -> list[dict]:
+    """Run one bench script's main() in a fresh interpreter and return its rows."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, check=True
+    )
+    last = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)][-1]
+    return json.loads(last.removeprefix(MARKER))
 
 
 def _fmt(value) -> str:
@@ -42,11 +55,10 @@ def main(selected: list[str]) -> int:
     for script in scripts:
         start = time.perf_counter()
         try:
-            for row in _load(script).main():
+            for row in _run_script(script):
                 rows.append({"bench": script.stem, **row})
-        except Exception:  # one broken bench must not hide the others' figures
-            failures.append(script.stem)
-            traceback.print_exc()
+        except (subprocess.CalledProcessError, IndexError, ValueError):
+            failures.append(script.stem)  # one broken bench must not hide the others' figures
         print(f"{script.stem}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     table = Table(title="Orpheus benchmarks")
     for col in ("bench", "figure", "orpheus", "baseline", "ratio", "goal"):
@@ -62,11 +74,17 @@ def main(selected: list[str]) -> int:
         "processor": platform.processor(),
         "cpus": __import__("os").cpu_count(),
     }
-    (HERE / "results.json").write_text(
+    results = HERE / "results.json"
+    if selected and results.exists():  # keep the other benchmarks' rows of the last run
+        rerun = {s.stem for s in scripts}
+        rows = [
+            r for r in json.loads(results.read_text())["rows"] if r["bench"] not in rerun
+        ] + rows
+        rows.sort(key=lambda r: r["bench"])
+    results.write_text(
         json.dumps({"machine": machine, "rows": rows, "failed": failures}, indent=2, default=str)
     )
-    if not selected:  # only a full run replaces the table the README links
-        _write_markdown(HERE / "RESULTS.md", machine, rows, failures)
+    _write_markdown(HERE / "RESULTS.md", machine, rows, failures)
     return 1 if failures else 0
 
 
