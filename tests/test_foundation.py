@@ -248,6 +248,9 @@ def test_config_show_and_set(ws: Workspace):
     assert bad.exit_code == 2 and "config.json" in bad.stderr
     assert Workspace.open(ws.root).config["model-training"]["batch_size"] == 32
     assert orpheus("-w", root, "config", "show", "nope.key").exit_code == 2
+    negative = orpheus("-w", root, "config", "set", "model-training.reduceLRoP_min_delta", "-1")
+    assert negative.exit_code == 0  # a negative value is a value, not an option
+    assert Workspace.open(ws.root).config["model-training"]["reduceLRoP_min_delta"] == -1
 
 
 # -- completions ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def show(
     print_json(value)
 
 
-@app.command("set")
+@app.command("set", context_settings={"ignore_unknown_options": True})
 def set_(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="Dotted key, e.g. model-training.batch_size.")],
