@@ -12,6 +12,7 @@ overflows under NumPy 2). Orpheus's own log-mel models use the same function, so
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,13 +92,16 @@ def log_mel(y: np.ndarray, params: LogMelParams = LogMelParams()) -> np.ndarray:
     """Log-compressed mel spectrogram, float32, shape (frames, n_mels)."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=np.asarray(y, dtype=np.float32),
-        sr=params.sample_rate,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        n_mels=params.n_mels,
-    )
+    with warnings.catch_warnings():
+        # Clips shorter than one FFT frame are expected (callers repeat-pad the features).
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+        mel = librosa.feature.melspectrogram(
+            y=np.asarray(y, dtype=np.float32),
+            sr=params.sample_rate,
+            n_fft=params.n_fft,
+            hop_length=params.hop_length,
+            n_mels=params.n_mels,
+        )
     return np.log10(10000.0 * mel.T.astype(np.float32) + 1.0)
 
 
