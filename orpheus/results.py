@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orpheus.errors import OrpheusError
+from orpheus.workspace import write_atomic_via
 
 if TYPE_CHECKING:
     from orpheus.tagger import TagResult
@@ -74,21 +75,6 @@ def csv_text(records: Sequence[dict], labels: Sequence[str], *, taggram: bool = 
             for start, row in zip(gram["start"], gram["probabilities"], strict=True):
                 writer.writerow([rec["path"], rec["model"], start, "", *row])
     return out.getvalue()
-
-
-def write_atomic_via(path: Path, write) -> None:
-    """Call `write(file_object)` on a temp file next to `path`, then rename it into place."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OrpheusError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_embeddings(path: Path, model: str, items: Sequence[tuple[str, TagResult]]) -> None:

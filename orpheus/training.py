@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from orpheus.errors import OrpheusError
+from orpheus.workspace import write_atomic, write_atomic_via
 
 SCHEDULES = ("constant", "cyclic", "one-cycle")
 STATE_FILE = "state.json"
@@ -322,10 +323,7 @@ def write_note(run_dir: Path, text: str) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -352,16 +350,7 @@ def save_checkpoint(path: Path, variables: dict[str, list]) -> None:
         for i, v in enumerate(group_vars):
             arrays[f"{group}/{i:05d}"] = np.asarray(v.numpy())
     arrays["__names__"] = np.frombuffer(json.dumps(names).encode(), dtype=np.uint8)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic_via(Path(path), lambda fh: np.savez(fh, **arrays))
 
 
 def load_checkpoint(path: Path, variables: dict[str, list]) -> None:

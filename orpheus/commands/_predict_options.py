@@ -292,7 +292,7 @@ def _render(records: list[dict], labels: list[str], opts: PredictOptions) -> lis
 
 def _emit(parts: list, output: Path | None) -> None:
     """Print to stdout, or write plain text atomically to `output`."""
-    from orpheus.results import write_atomic_via
+    from orpheus.workspace import write_atomic_via
 
     if output is None:
         for part in parts:

@@ -6,7 +6,6 @@ per-reason summary table.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from orpheus.commands._common import console, info, progress, workspace
 from orpheus.errors import OrpheusError
+from orpheus.workspace import write_atomic_via
 
 TABLE = "data/scan.parquet"
 REJECTS = "data/scan_rejects.parquet"
@@ -115,12 +115,7 @@ def check_workers(workers: int | None) -> None:
 def save_table(frame, path: Path) -> None:
     """Write a DataFrame as Parquet through a temp file and a rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic_via(path, lambda fh: frame.to_parquet(fh, index=False))
 
 
 def reasons_table(stage: str, total: int, kept: int, counts: dict[str, int]) -> Table:
