@@ -357,6 +357,19 @@ class Workspace:
         p = Path(entry["path"])
         return p if p.is_absolute() else self.root / p
 
+    def audio_root(self) -> Path:
+        """The audio root the last scan read (the stages after it resolve audio from it)."""
+        entry = self.entry("scan")
+        root = (entry or {}).get("params", {}).get("audio_root")
+        if not root:
+            raise WorkspaceError(f"no scan yet: run `{make_command('scan')}`")
+        if not Path(root).is_dir():
+            raise WorkspaceError(
+                f"the scanned audio root is gone: {root}",
+                hint="run `orpheus scan AUDIO_ROOT` again",
+            )
+        return Path(root)
+
     def require(self, name: str) -> Path:
         """The path of an existing artifact, or an error that says which command makes it."""
         p = self.artifact_path(name)

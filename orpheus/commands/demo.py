@@ -162,7 +162,7 @@ def _example_tracks(path: Path, count: int) -> list[str]:
 
     ws = Workspace.open(path)
     table = pd.read_parquet(ws.require("silence"))
-    root = Path(ws.entry("scan")["params"]["audio_root"])
+    root = ws.audio_root()
     return [str(root / p) for p in sorted(table["file_path"])[:count]]
 
 

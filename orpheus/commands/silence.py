@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,7 +51,7 @@ def command(
     ws = workspace(ctx)
     check_workers(workers)
     tracks = pd.read_parquet(ws.require("wrangle"))
-    root = _audio_root(ws)
+    root = ws.audio_root()
     cfg = ws.config["silence"]
     given = {
         "min_size": min_size,
@@ -96,19 +95,6 @@ def command(
         f"decoded {result.computed} tracks, re-used {result.reused} cached statistics; "
         f"table: {ws.path(TABLE)}",
     )
-
-
-def _audio_root(ws) -> Path:
-    entry = ws.entry("scan")
-    root = entry["params"].get("audio_root") if entry else None
-    if not root:
-        raise OrpheusError("no scan yet: run `orpheus scan AUDIO_ROOT`")
-    root = Path(root)
-    if not root.is_dir():
-        raise OrpheusError(
-            f"the scanned audio root is gone: {root}", hint="run `orpheus scan AUDIO_ROOT` again"
-        )
-    return root
 
 
 def _check(params: dict) -> None:

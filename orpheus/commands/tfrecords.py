@@ -68,7 +68,7 @@ def build(
     compression = "GZIP" if gzip else tcfg["compression"]
 
     table = pd.read_parquet(ws.require("silence"), columns=["track_id", "file_path"])
-    root = _audio_root(ws)
+    root = ws.audio_root()
     with LastFm(ws.require("clean-tags")) as db:
         vocabulary = db.vocabulary()
         tags = db.tags_of_tracks(table["track_id"])
@@ -168,18 +168,6 @@ def inspect(
     if plot is not None:
         _plot(x, ex["tid"], index["feature"], plot)
         info(ctx, f"plot: {plot}")
-
-
-def _audio_root(ws) -> Path:
-    entry = ws.entry("scan")
-    root = (entry or {}).get("params", {}).get("audio_root")
-    if not root:
-        raise OrpheusError("no scan yet: run `orpheus scan AUDIO_ROOT`")
-    if not Path(root).is_dir():
-        raise OrpheusError(
-            f"the scanned audio root is gone: {root}", hint="run `orpheus scan AUDIO_ROOT` again"
-        )
-    return Path(root)
 
 
 def _confined_tracks(root: Path, table) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
