@@ -13,7 +13,12 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from orpheus import pretrained  # noqa: E402
-from orpheus.models.musicnn import TF1_NAMES, build_musicnn, set_tf1_weights  # noqa: E402
+from orpheus.models.musicnn import (  # noqa: E402
+    TF1_NAMES,
+    build_musicnn,
+    pool_before_norm,
+    set_tf1_weights,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _with_penultimate(model):
     return keras.Model(model.inputs, [model.output, model.get_layer("penultimate").output])
+
+
+def _pretrained_and_reference(name: str):
+    """The bundled model `name`, the reference's input patches, and the reference itself."""
+    ref = np.load(FIXTURE)
+    model = build_musicnn(len(pretrained.labels(name)))
+    model.load_weights(pretrained.weights_path(name))
+    return model, ref["patch_codes"].astype(np.float32) / ref["quant"], ref
 
 
 def test_architecture_matches_the_released_models():
@@ -34,15 +47,28 @@ def test_architecture_matches_the_released_models():
 
 @pytest.mark.parametrize("name", pretrained.NAMES)
 def test_rebuild_reproduces_the_original_graph(name):
-    ref = np.load(FIXTURE)
-    patches = ref["patch_codes"].astype(np.float32) / ref["quant"]
-    model = build_musicnn(len(pretrained.labels(name)))
-    model.load_weights(pretrained.weights_path(name))
+    model, patches, ref = _pretrained_and_reference(name)
     probabilities, penultimate = _with_penultimate(model).predict_on_batch(patches)
     np.testing.assert_allclose(probabilities, ref[f"{name}/probabilities"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(penultimate, ref[f"{name}/penultimate"], rtol=0, atol=1e-5)
     # the patches are not degenerate: the reference outputs differ from patch to patch
     assert np.ptp(ref[f"{name}/probabilities"], axis=0).max() > 0.05
+
+
+@pytest.mark.parametrize("name", pretrained.NAMES)
+def test_pooling_before_batchnorm_gives_the_same_outputs(name):
+    model, patches, ref = _pretrained_and_reference(name)
+    # both signs of gamma occur in every front-end BatchNorm, so both cases of the rewrite run
+    for conv in ("timbral_38", "timbral_67", "temporal_128", "temporal_64", "temporal_32"):
+        gamma = model.get_layer(f"{conv}_bn").get_weights()[0]
+        assert (gamma < 0).any() and (gamma > 0).any()
+    standard = _with_penultimate(model)
+    fast = pool_before_norm(standard)
+    assert not {layer.name for layer in fast.layers} & {"timbral_38", "frontend"}
+    got = fast.predict_on_batch(patches)
+    for mine, theirs in zip(got, standard.predict_on_batch(patches), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got[0], ref[f"{name}/probabilities"], rtol=0, atol=1e-5)
 
 
 def test_labels_and_licence_are_shipped():

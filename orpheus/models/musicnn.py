@@ -129,6 +129,36 @@ def _midend_conv(x, name: str, filters: int):
     return layers.BatchNormalization(name=f"{name}_bn")(x)
 
 
+def pool_before_norm(model: keras.Model) -> keras.Model:
+    """The same function as `model` (a musicnn graph, any outputs), for inference only, ~20% faster.
+
+    Each front-end branch is conv -> ReLU -> BatchNorm -> max over frequency; the BatchNorm
+    runs on the full (T, F, filters) map, the costliest part after the convs. In inference a
+    BatchNorm is, per channel, a monotone function of its input (increasing where gamma >= 0,
+    decreasing where gamma < 0), and float rounding keeps it monotone, so max-then-BN gives
+    exactly BN-then-max where gamma >= 0. Where gamma < 0 the max of BN is BN of the *min*;
+    negating those channels' kernels and biases (exact in floats) turns that min into a max.
+    So each branch becomes: conv with sign-flipped channels -> max over frequency -> flip back
+    -> ReLU -> BatchNorm, and BatchNorm and ReLU run on a (T, 1, filters) map. The mid end and
+    back end are `model`'s own layers, untouched. Tested equal to `model` on real patches.
+    """
+    tail = keras.Model(model.get_layer("frontend").output, model.outputs)  # before reusing layers
+    inputs = keras.Input(shape=model.input_shape[1:], name="log_mel")
+    x = model.get_layer("input_bn")(model.get_layer("add_channel")(inputs))
+    padded = model.get_layer("timbral_pad")(x)
+    branches = []
+    for conv in (layer for layer in model.layers if isinstance(layer, layers.Conv2D)):
+        norm = model.get_layer(f"{conv.name}_bn")
+        sign = np.where(norm.get_weights()[0] >= 0, 1.0, -1.0).astype(np.float32)
+        flipped = layers.Conv2D(conv.filters, conv.kernel_size, padding=conv.padding)
+        z = flipped(padded if conv.padding == "valid" else x)  # timbral convs pad time first
+        kernel, bias = conv.get_weights()
+        flipped.set_weights([kernel * sign, bias * sign])
+        z = keras.ops.relu(model.get_layer(f"{conv.name}_pool")(z) * sign)
+        branches.append(model.get_layer(f"{conv.name}_squeeze")(norm(z)))
+    return keras.Model(inputs, tail(layers.Concatenate(axis=-1)(branches)), name=model.name)
+
+
 def set_tf1_weights(model: keras.Model, get_tensor: Callable[[str], np.ndarray]) -> None:
     """Load musicnn's TF1 variables into `model`; `get_tensor` reads a variable by full name.
 
