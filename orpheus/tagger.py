@@ -196,7 +196,7 @@ class Tagger:
     def windows(
         self, features: np.ndarray, hop: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(windows, start times in seconds) covering the track, at most `hop` seconds apart."""
+        """(windows, start times in seconds) covering the track, about `hop` seconds apart."""
         hop_steps = self.window if hop is None else max(1, round(hop / self.step_seconds))
         wins = even_windows(features, self.window, hop_steps)
         span = max(len(features) - self.window, 0)

@@ -68,8 +68,10 @@ def test_threshold_top_k_taggram_and_output_file(songs, tmp_path):
     (rec,) = json.loads(out.read_text())
     assert len(rec["tags"]) == 2
     gram = rec["taggram"]
-    # 6 s = 376 frames, 187-frame windows at most 62 frames (1 s) apart: 1 + ceil(189 / 62) = 5
-    assert len(gram["start"]) == len(gram["probabilities"]) == 5
+    # 6 s = 376 frames, 187-frame windows about 62 frames (1 s) apart over a span of 189 frames:
+    # 189 / 62 leaves 3 frames (under 5% of a hop), so 3 gaps of 63 frames: 4 windows
+    assert len(gram["start"]) == len(gram["probabilities"]) == 4
+    assert np.diff(gram["start"]).tolist() == [63 * 256 / 16000] * 3
     assert all(len(row) == 50 for row in gram["probabilities"])
     mean = np.mean(gram["probabilities"], axis=0)
     np.testing.assert_allclose(mean, list(rec["probabilities"].values()), atol=2e-6)

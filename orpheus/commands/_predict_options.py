@@ -58,7 +58,10 @@ Model = Annotated[
 Hop = Annotated[
     float | None,
     typer.Option(
-        "--hop", callback=_hop, help="Seconds between window starts (default: one window)."
+        "--hop",
+        callback=_hop,
+        help="About how many seconds apart windows start; they are spread evenly from the "
+        "start of the song to its end (default: one window).",
     ),
 ]
 Format = Annotated[
