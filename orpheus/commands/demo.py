@@ -20,6 +20,7 @@ from rich.table import Table
 
 from orpheus.commands._common import console, err_console, options
 from orpheus.errors import OrpheusError
+from orpheus.paths import confined
 from orpheus.workspace import OK, Workspace, is_workspace
 
 RUN_NAME = "demo"
@@ -163,7 +164,8 @@ def _example_tracks(path: Path, count: int) -> list[str]:
     ws = Workspace.open(path)
     table = pd.read_parquet(ws.require("silence"))
     root = ws.audio_root()
-    return [str(root / p) for p in sorted(table["file_path"])[:count]]
+    inside = (confined(root, rel) for rel in sorted(table["file_path"]))
+    return [str(p) for p in inside if p is not None][:count]
 
 
 def _summary(ws: Workspace, stages: list[Stage], seconds: float) -> None:
