@@ -151,30 +151,33 @@ def write_tags(path: Path, tags: Sequence[str], model: str) -> None:
     from mutagen.id3 import ID3, TXXX
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # a read-only folder or file, a full disk: say so for this file, do not crash
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OrpheusError(f"cannot write tags into {path}: {exc.strerror}") from None
     os.close(fd)
     try:
-        shutil.copy2(path, tmp)
         try:
+            shutil.copy2(path, tmp)
             audio = mutagen.File(tmp)
-        except mutagen.MutagenError as exc:
+            if audio is None:
+                raise OrpheusError(f"cannot write tags into {path}: unsupported file type")
+            if audio.tags is None:
+                audio.add_tags()
+            if isinstance(audio.tags, ID3):
+                audio.tags.delall(f"TXXX:{TAG_FIELD}")
+                audio.tags.delall(f"TXXX:{MODEL_FIELD}")
+                audio.tags.add(TXXX(encoding=3, desc=TAG_FIELD, text=list(tags) or [""]))
+                audio.tags.add(TXXX(encoding=3, desc=MODEL_FIELD, text=[model]))
+            elif isinstance(audio.tags, VCommentDict):
+                audio.tags[TAG_FIELD] = list(tags)
+                audio.tags[MODEL_FIELD] = [model]
+            else:
+                raise OrpheusError(f"cannot write tags into {path}: unsupported tag format")
+            audio.save()
+            os.replace(tmp, path)
+        except (OSError, mutagen.MutagenError) as exc:
             raise OrpheusError(f"cannot write tags into {path}: {exc}") from None
-        if audio is None:
-            raise OrpheusError(f"cannot write tags into {path}: unsupported file type")
-        if audio.tags is None:
-            audio.add_tags()
-        if isinstance(audio.tags, ID3):
-            audio.tags.delall(f"TXXX:{TAG_FIELD}")
-            audio.tags.delall(f"TXXX:{MODEL_FIELD}")
-            audio.tags.add(TXXX(encoding=3, desc=TAG_FIELD, text=list(tags) or [""]))
-            audio.tags.add(TXXX(encoding=3, desc=MODEL_FIELD, text=[model]))
-        elif isinstance(audio.tags, VCommentDict):
-            audio.tags[TAG_FIELD] = list(tags)
-            audio.tags[MODEL_FIELD] = [model]
-        else:
-            raise OrpheusError(f"cannot write tags into {path}: unsupported tag format")
-        audio.save()
-        os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 

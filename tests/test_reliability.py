@@ -223,10 +223,10 @@ def test_silence_analysis_of_every_rate_channel_count_and_edge_case(audio):
         assert analyse(path)["error"].startswith(f"cannot decode {path}")
 
 
-def test_broken_audio_is_a_counted_skip_and_all_broken_is_exit_2(audio, tiny_run):
+def test_broken_audio_is_a_reported_skip_and_all_broken_is_exit_2(audio, tiny_run):
     broken = audio["broken"] + audio["missing"]
     mixed = orpheus("predict", audio["good"][0], *broken, "--model", tiny_run, "-f", "json")
-    assert_clean_failure(mixed, 1)
+    assert_clean_failure(mixed, 0)  # one file tagged is success
     assert [r["path"] for r in json.loads(mixed.stdout)] == [str(audio["good"][0])]
     skipped = [line for line in mixed.stderr.splitlines() if line.startswith("skipped")]
     assert len(skipped) == len(broken)

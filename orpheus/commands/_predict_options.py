@@ -208,13 +208,13 @@ def predict_files(
 ) -> int:
     """Tag `files`, render and write every requested output; return the exit code.
 
-    Undecodable files are reported and skipped: exit 0 when every input was tagged, 1 when some
-    were skipped, 2 when none could be tagged.
+    Missing and undecodable inputs are reported and skipped: exit 0 when any file was tagged
+    (so `predict DIR && ...` works on a folder with a broken file in it), 2 when none could
+    be, and 1 when `--write-tags` could not write into some file.
     """
     from orpheus import results
 
-    problems = list(problems or [])
-    for problem in problems:
+    for problem in problems or []:
         _warn("skipped", problem)
     if not files:
         raise OrpheusError("no audio to tag", hint="give audio files, folders or globs")
@@ -229,7 +229,6 @@ def predict_files(
         for path, result in tagger.tag_files(files, hop=opts.hop, embeddings=want_embeddings):
             bar.advance(task)
             if isinstance(result, Exception):
-                problems.append(str(result))
                 _warn("skipped", str(result))
                 continue
             done.append((str(path), result))
@@ -248,14 +247,15 @@ def predict_files(
         ):
             results.plot_taggram(png, f"{Path(p).name} - {tagger.name}", r)
             info(ctx, f"taggram plot: {png}")
+    unwritten = 0
     if opts.write_tags:
         for p, _ in done:
             try:
                 results.write_tags(Path(p), [t for t, _ in kept[p]], tagger.name)
             except OrpheusError as exc:
-                problems.append(exc.message)
+                unwritten += 1
                 _warn("tags not written", exc.message)
-    return EXIT_PARTIAL if problems else EXIT_OK
+    return EXIT_PARTIAL if unwritten else EXIT_OK
 
 
 def _warn(what: str, message: str) -> None:

@@ -28,7 +28,8 @@ def command(
 ) -> None:
     """Predict tags for songs (default model: the workspace's latest run, else msd-musicnn).
 
-    Exit code 0 when every file was tagged, 1 when some were skipped, 2 when none could be.
+    Files that cannot be read are reported and skipped. Exit code 0 when any file was
+    tagged, 2 when none could be, 1 when --write-tags could not write into some file.
     """
     opts = po.PredictOptions(
         threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output
