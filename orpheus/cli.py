@@ -26,7 +26,12 @@ from orpheus.commands import test as test_cmd
 from orpheus.commands import tfrecords as tfrecords_cmd
 from orpheus.commands import train as train_cmd
 from orpheus.commands import wrangle as wrangle_cmd
-from orpheus.commands._common import GlobalOptions, err_console, quiet_tensorflow
+from orpheus.commands._common import (
+    GlobalOptions,
+    err_console,
+    quiet_decoder_notes,
+    quiet_tensorflow,
+)
 from orpheus.errors import OrpheusError
 
 EXIT_INTERNAL = 3
@@ -108,6 +113,7 @@ def main_options(
     ctx.obj = GlobalOptions(workspace=workspace, verbose=verbose, quiet=quiet)
     if not verbose:
         quiet_tensorflow()
+        quiet_decoder_notes()
 
 
 # The commands in pipeline order, as `orpheus --help` lists them.

@@ -238,6 +238,36 @@ def test_broken_audio_is_a_reported_skip_and_all_broken_is_exit_2(audio, tiny_ru
     assert_clean_failure(none, 2, "no file could be tagged")
 
 
+def test_libmpg123_notes_about_a_damaged_mp3_are_dropped_unless_verbose(audio, tiny_run):
+    page = audio["good"][0].parent / "a 404 page.mp3"  # what a failed download leaves behind
+    page.write_bytes(b"<html><head><title>404 Not Found</title></head>\n" + b"<p>gone</p>\n" * 8)
+    args = ["predict", audio["good"][0], page, "--model", tiny_run, "-f", "json"]
+    quiet, verbose = entry_point(*args), entry_point("-v", *args)
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr
+    # libmpg123 really does print its notes for this file ...
+    assert "Illegal Audio-MPEG-Header" in verbose.stderr
+    # ... and without -v the one line Orpheus prints is all the user sees about it
+    assert "Illegal Audio-MPEG-Header" not in quiet.stderr and "Note:" not in quiet.stderr
+    assert f"skipped cannot decode {page}" in quiet.stderr
+    assert len(json.loads(quiet.stdout)) == 1
+
+
+def test_the_decoder_note_filter_passes_every_other_line_of_native_stderr():
+    code = (
+        "import os, sys\n"
+        "from orpheus.commands._common import quiet_decoder_notes\n"
+        "quiet_decoder_notes()\n"
+        "os.write(2, b'Note: Illegal Audio-MPEG-Header 0x00000000 at offset 129.\\n')\n"
+        "os.write(2, b'a native line\\n')\n"
+        "print('a python line', file=sys.stderr)\n"
+        "os.write(2, b'Note: Trying to resync...\\nthe last native words')\n"
+    )
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert sorted(lines) == ["a native line", "a python line", "the last native words"]
+
+
 # -- bad input for every command: one line, exit 2 -------------------------------------------
 
 # (command line after `-w WS`, with {name} for a bad_files path; expected text of the error)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.abc
 import importlib.util
 import json
 import os
+import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,3 +132,56 @@ def quiet_tensorflow() -> None:
         isinstance(f, _QuietImport) for f in sys.meta_path
     ):
         sys.meta_path.insert(0, _QuietImport("tensorflow"))
+
+
+# libmpg123's lines about a damaged MP3 (libsndfile decodes MP3 with it, and it writes to fd 2).
+DECODER_NOTES = re.compile(
+    rb"(Note|Warning|\[[^\]]*\] warning): ("
+    rb"Illegal Audio-MPEG-Header|Trying to resync|Hit end of \(available\) data|Skipped \d+ bytes"
+    rb"|Xing stream size|Encountered more data after announced end|Big change \(MPEG version"
+    rb"|Cannot read next header|Giving up resync)"
+)
+_notes_filter: threading.Thread | None = None
+
+
+def quiet_decoder_notes() -> None:
+    """Drop libmpg123's notes about damaged MP3s from stderr for the rest of this process.
+
+    Every stage that decodes audio already reports a damaged file in one line of its own, but
+    libmpg123 also prints "Note: Illegal Audio-MPEG-Header ..." and the like straight to fd 2,
+    several lines per file. Here Python's sys.stderr moves to a duplicate of the real stderr
+    (rich output is unchanged and still sees a terminal), fd 2 becomes a pipe, and a thread
+    copies each line written to it to the real stderr unless it is such a note. At exit fd 2
+    is restored and the pipe drained. Only for a process whose sys.stderr is its own (not
+    under a test runner that captures it).
+    """
+    global _notes_filter
+    if _notes_filter is not None or sys.stderr is not sys.__stderr__ or sys.stderr is None:
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = os.fdopen(
+        real, "w", encoding=sys.__stderr__.encoding, errors="backslashreplace", buffering=1
+    )
+    _notes_filter = threading.Thread(
+        target=_copy_lines, args=(read_end, real), name="stderr-notes-filter", daemon=True
+    )
+    _notes_filter.start()
+    atexit.register(_restore_stderr, real)
+
+
+def _copy_lines(read_end: int, real: int) -> None:
+    with os.fdopen(read_end, "rb") as pipe:
+        for line in pipe:
+            if not DECODER_NOTES.match(line):
+                os.write(real, line)
+
+
+def _restore_stderr(real: int) -> None:
+    sys.stderr.flush()
+    os.dup2(real, 2)  # closes the pipe's last write end: the thread drains it and stops
+    if _notes_filter is not None:
+        _notes_filter.join(timeout=2)
