@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -250,6 +251,14 @@ def test_libmpg123_notes_about_a_damaged_mp3_are_dropped_unless_verbose(audio, t
     assert "Illegal Audio-MPEG-Header" not in quiet.stderr and "Note:" not in quiet.stderr
     assert f"skipped cannot decode {page}" in quiet.stderr
     assert len(json.loads(quiet.stdout)) == 1
+
+
+def test_predict_with_stderr_closed_still_tags(audio, tiny_run):
+    args = [PYTHON, "-m", "orpheus", "predict", audio["good"][0], "--model", tiny_run, "-f", "json"]
+    command = " ".join(shlex.quote(str(a)) for a in args) + " 2>&-"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert [r["path"] for r in json.loads(done.stdout)] == [str(audio["good"][0])]
 
 
 def test_the_decoder_note_filter_passes_every_other_line_of_native_stderr():

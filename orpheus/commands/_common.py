@@ -113,6 +113,9 @@ class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
+        if sys.stderr is None:  # started with stderr closed (`2>&-`): nothing to silence
+            self.loader.exec_module(module)
+            return
         sys.stderr.flush()
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -176,8 +179,12 @@ def quiet_decoder_notes() -> None:
 def _copy_lines(read_end: int, real: int) -> None:
     with os.fdopen(read_end, "rb") as pipe:
         for line in pipe:
-            if not DECODER_NOTES.match(line):
+            if DECODER_NOTES.match(line):
+                continue
+            try:
                 os.write(real, line)
+            except OSError:  # stderr closed or its reader gone: keep draining, or writers block
+                pass
 
 
 def _restore_stderr(real: int) -> None:
