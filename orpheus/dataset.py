@@ -116,12 +116,17 @@ def even_windows(x: np.ndarray, length: int, hop: int) -> np.ndarray:
     the track, about `hop` apart (at most 5% more; see `_hop_gaps`).
     """
     x = np.asarray(x, dtype=np.float32)
-    span = max(len(x) - length, 0)
+    starts = window_starts(len(x), length, hop)
     if len(x) < length:
         x = np.concatenate([x] * math.ceil(length / len(x)))
-    count = 1 + max(_hop_gaps(span, hop), 0)
-    starts = np.arange(count, dtype=np.int64) * span // max(count - 1, 1)
     return np.stack([x[s : s + length] for s in starts])
+
+
+def window_starts(n: int, length: int, hop: int) -> np.ndarray:
+    """Where `even_windows` starts its windows over a track of `n` steps."""
+    span = max(n - length, 0)
+    count = 1 + max(_hop_gaps(span, hop), 0)
+    return np.arange(count, dtype=np.int64) * span // max(count - 1, 1)
 
 
 def datasets(

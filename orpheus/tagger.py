@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from orpheus import audio, pretrained
 from orpheus.audio import LogMelParams
-from orpheus.dataset import even_windows, normalise
+from orpheus.dataset import even_windows, normalise, window_starts
 from orpheus.errors import OrpheusError
 from orpheus.models.musicnn import PATCH_FRAMES, build_musicnn, pool_before_norm
 
@@ -199,8 +199,7 @@ class Tagger:
         """(windows, start times in seconds) covering the track, about `hop` seconds apart."""
         hop_steps = self.window if hop is None else max(1, round(hop / self.step_seconds))
         wins = even_windows(features, self.window, hop_steps)
-        span = max(len(features) - self.window, 0)
-        starts = np.arange(len(wins), dtype=np.int64) * span // max(len(wins) - 1, 1)
+        starts = window_starts(len(features), self.window, hop_steps)
         if self.normalise_windows:
             wins = normalise(wins, batched=True)
         return wins, starts * self.step_seconds
