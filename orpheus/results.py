@@ -151,13 +151,11 @@ def write_tags(path: Path, tags: Sequence[str], model: str) -> None:
     from mutagen.id3 import ID3, TXXX
 
     path = Path(path)
-    try:  # a read-only folder or file, a full disk: say so for this file, do not crash
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OrpheusError(f"cannot write tags into {path}: {exc.strerror}") from None
-    os.close(fd)
+    tmp = None
     try:
-        try:
+        try:  # a read-only folder or file, a full disk: one line for this file, no crash
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
             shutil.copy2(path, tmp)
             audio = mutagen.File(tmp)
             if audio is None:
@@ -179,7 +177,8 @@ def write_tags(path: Path, tags: Sequence[str], model: str) -> None:
         except (OSError, mutagen.MutagenError) as exc:
             raise OrpheusError(f"cannot write tags into {path}: {exc}") from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def read_tags(path: Path) -> list[str]:
