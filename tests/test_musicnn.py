@@ -6,14 +6,13 @@ import json
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-
-from orpheus import pretrained  # noqa: E402
-from orpheus.models.musicnn import (  # noqa: E402
+from orpheus import pretrained
+from orpheus.models.musicnn import (
     TF1_NAMES,
     build_musicnn,
     pool_before_norm,
@@ -22,6 +21,11 @@ from orpheus.models.musicnn import (  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
 ROOT = Path(__file__).resolve().parents[1]
+# The fixture was computed on one CPU. Re-running the ORIGINAL TF1 graph on the same patches on
+# another x86-64 machine (AVX2 vs AVX-512 oneDNN kernels sum in another order) moved outputs by up
+# to 1.2e-5, while the rebuild matched that fresh run within 1.1e-6. So the rebuild is compared
+# with the stored reference at 4x the measured cross-machine noise; on one machine it is 1e-6.
+CROSS_CPU = 5e-5
 
 
 def _with_penultimate(model):
@@ -49,8 +53,8 @@ def test_architecture_matches_the_released_models():
 def test_rebuild_reproduces_the_original_graph(name):
     model, patches, ref = _pretrained_and_reference(name)
     probabilities, penultimate = _with_penultimate(model).predict_on_batch(patches)
-    np.testing.assert_allclose(probabilities, ref[f"{name}/probabilities"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(penultimate, ref[f"{name}/penultimate"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(probabilities, ref[f"{name}/probabilities"], rtol=0, atol=CROSS_CPU)
+    np.testing.assert_allclose(penultimate, ref[f"{name}/penultimate"], rtol=0, atol=CROSS_CPU)
     # the patches are not degenerate: the reference outputs differ from patch to patch
     assert np.ptp(ref[f"{name}/probabilities"], axis=0).max() > 0.05
 
@@ -68,7 +72,7 @@ def test_pooling_before_batchnorm_gives_the_same_outputs(name):
     got = fast.predict_on_batch(patches)
     for mine, theirs in zip(got, standard.predict_on_batch(patches), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(got[0], ref[f"{name}/probabilities"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got[0], ref[f"{name}/probabilities"], rtol=0, atol=CROSS_CPU)
 
 
 def test_labels_and_licence_are_shipped():
