@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
 from orpheus.audio import LogMelParams
-
-keras = pytest.importorskip("keras")
-
-from orpheus.models import build_model  # noqa: E402
-from orpheus.models.pons import _min_waveform_length  # noqa: E402
+from orpheus.models import build_model
+from orpheus.models.pons import _min_waveform_length
 
 
 def _trainable(model) -> int:

@@ -16,7 +16,6 @@ from tagger_helpers import SR, music
 
 from orpheus.workspace import Workspace
 
-pytest.importorskip("sounddevice")
 REPO = Path(__file__).resolve().parents[1]
 SECONDS = 3.5
 

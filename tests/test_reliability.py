@@ -164,7 +164,6 @@ def audio(tmp_path_factory) -> dict[str, list[Path]]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A finished run folder holding a tiny real Keras model (1 s log-mel windows)."""
-    pytest.importorskip("tensorflow")
     from tagger_helpers import make_run
 
     return make_run(tmp_path_factory.mktemp("runs"), "tiny")
@@ -573,7 +572,6 @@ class _Payload:
 
 
 def test_pickled_arrays_in_a_checkpoint_are_refused(tmp_path):
-    pytest.importorskip("tensorflow")
     import keras
 
     from orpheus.training import TrainingError, load_checkpoint

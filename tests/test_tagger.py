@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+from tagger_helpers import SR, make_run, music, write
 
-pytest.importorskip("tensorflow")
-
-import keras  # noqa: E402
-from tagger_helpers import SR, make_run, music, write  # noqa: E402
-
-from orpheus import audio  # noqa: E402
-from orpheus.dataset import even_windows, normalise  # noqa: E402
-from orpheus.errors import OrpheusError  # noqa: E402
-from orpheus.models.musicnn import PATCH_FRAMES  # noqa: E402
-from orpheus.tagger import Tagger  # noqa: E402
+from orpheus import audio
+from orpheus.dataset import even_windows, normalise
+from orpheus.errors import OrpheusError
+from orpheus.models.musicnn import PATCH_FRAMES
+from orpheus.tagger import Tagger
 
 
 @pytest.fixture(scope="module")

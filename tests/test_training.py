@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from records_helpers import VOCABULARY, make_corpus, make_workspace
 
-tf = pytest.importorskip("tensorflow")
-
-from orpheus import records, training  # noqa: E402
-from orpheus.models import build_model  # noqa: E402
-from orpheus.training import Schedule, Tracker, TrainOptions  # noqa: E402
+from orpheus import records, training
+from orpheus.models import build_model
+from orpheus.training import Schedule, Tracker, TrainOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
