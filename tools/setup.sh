@@ -28,8 +28,29 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+# pip's exit status decides (pipefail); the filter only hides a harmless warning.
+quiet() { { "$@" 2>&1; } | { grep -v "^WARNING: Location" || true; }; }
+quiet "$VENV/bin/python" -m pip install -q --upgrade pip \
+  || { echo "setup: could not upgrade pip in $VENV (see the output above)" >&2; exit 1; }
 echo "setup: installing orpheus[$EXTRAS] into $VENV"
-"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -c "import orpheus, tensorflow, librosa, soundfile" 2>/dev/null \
-  || { echo "setup: the install failed (see the pip output above)" >&2; exit 1; }
+quiet "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" \
+  || { echo "setup: pip could not install orpheus[$EXTRAS] (see the output above)" >&2; exit 1; }
+
+# Prove that every part installed imports: the core, then each extra asked for.
+modules=(orpheus tensorflow keras librosa soundfile h5py mutagen sounddevice)
+IFS=, read -ra extras <<<"$EXTRAS"
+for extra in "${extras[@]}"; do
+  case "$extra" in
+    test) modules+=(pytest xdist) ;;
+    beam) modules+=(apache_beam) ;;
+  esac
+done
+for module in "${modules[@]}"; do
+  "$VENV/bin/python" -c "import $module" 2>/dev/null || {
+    echo "setup: '$module' does not import in $VENV: the install of orpheus[$EXTRAS] is broken" >&2
+    echo "  try: rm -rf $VENV && EXTRAS=$EXTRAS bash tools/setup.sh" >&2
+    exit 1
+  }
+done
+"$VENV/bin/ruff" --version >/dev/null 2>&1 || [[ ",$EXTRAS," != *,test,* ]] \
+  || { echo "setup: ruff is missing from $VENV" >&2; exit 1; }
