@@ -20,8 +20,10 @@ install-test: $(VENV)/.stamp-install-test
 demo: install
 	$(BIN)/orpheus demo $(DEMO_WS)
 
+# Test files run in parallel, one file per worker (module fixtures are built once).
+TEST_WORKERS ?= auto
 test: install-test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 lint: install
 	$(BIN)/ruff format --check orpheus tests bench tools
