@@ -5,9 +5,12 @@ Decoders disagree by a few hundred samples on the same MP3, which shifts frames 
 model outputs, so nothing in Orpheus decodes audio any other way.
 
 The log-mel is musicnn's (Pons & Serra 2019): 16 kHz, n_fft 512, hop 256, 96 Slaney mel bands,
-power spectrogram, then log10(10000 x + 1), computed in float32 (musicnn's float16 cast
-overflows under NumPy 2). Orpheus's own log-mel models use the same function, so the TFRecords,
-`predict`, `record` and the pretrained models all see identical features.
+power spectrogram of centred frames with the signal reflected at its ends (the librosa musicnn was
+trained with; librosa 0.9 changed its default to zeros, which changes the first and last frame),
+then log10(10000 x + 1), computed in float32 (musicnn's float16 cast overflows under NumPy 2).
+Orpheus's own log-mel models use the same function, so the TFRecords, `predict`, `record` and the
+pretrained models all see identical features. `tests/test_audio.py` checks it against musicnn's
+own preprocessing (`tools/musicnn_logmel_reference.py`).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def log_mel(y: np.ndarray, params: LogMelParams = LogMelParams()) -> np.ndarray:
             n_fft=params.n_fft,
             hop_length=params.hop_length,
             n_mels=params.n_mels,
+            pad_mode="reflect",
         )
     return np.log10(10000.0 * mel.T.astype(np.float32) + 1.0)
 
