@@ -78,6 +78,32 @@ def test_select_labels_rejects_bad_selections(tags_cfg, message):
         dataset.select_labels(VOCABULARY, POP, tags_cfg)
 
 
+@pytest.mark.parametrize("twin", ["numpy", "tensorflow"])
+def test_normalise_by_hand(twin):
+    def normalise(x, **kw):
+        out = dataset.normalise(x if twin == "numpy" else tf.constant(x), **kw)
+        return out if twin == "numpy" else out.numpy()
+
+    # [1, 2, 3, 4]: mean 2.5, variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25, so
+    # (x - 2.5) / sqrt(1.25 + 1e-6) = [-3, -1, 1, 3] / sqrt(5 + 4e-6).
+    want = np.array([-3, -1, 1, 3]) / np.sqrt(5 + 4e-6)
+    # atol 1e-6: float32 rounding of values near 1 (~1e-7 per operation, a handful of them)
+    np.testing.assert_allclose(normalise(np.float32([1, 2, 3, 4])), want, atol=1e-6)
+    # a log-mel window [[0, 2], [4, 6]]: over both axes, mean 3 and variance (9 + 1 + 1 + 9) / 4 = 5
+    np.testing.assert_allclose(
+        normalise(np.float32([[0, 2], [4, 6]])),
+        np.array([[-3, -1], [1, 3]]) / np.sqrt(5 + 1e-6),
+        atol=1e-6,
+    )
+    # batched: each window by its own statistics, not the batch's (mean 4.75 over both rows);
+    # a constant window has variance 0 and becomes 0 / sqrt(1e-6) = 0
+    np.testing.assert_allclose(
+        normalise(np.float32([[1, 2, 3, 4], [7, 7, 7, 7]]), batched=True),
+        [want, [0, 0, 0, 0]],
+        atol=1e-6,
+    )
+
+
 @pytest.mark.parametrize("shape", [(938, 96), (48000,)])
 def test_normalise_numpy_and_tensorflow_agree(shape):
     rng = np.random.default_rng(0)
@@ -148,8 +174,11 @@ def test_windows_longer_than_or_equal_to_the_clip_are_repeat_padded(built):
         )
         xs = [x for x, _ in ds["train"].take(4)]
         assert all(x.shape == (1, round(seconds * 16000)) for x in xs)
-        if seconds * 16000 == n:  # a window of exactly the clip is the whole (normalised) clip
-            np.testing.assert_allclose(xs[0][0], dataset.normalise(first["audio"]), atol=1e-4)
+        if seconds * 16000 == n:  # a window of exactly the clip is the whole clip, normalised
+            a = first["audio"].astype(np.float64)
+            np.testing.assert_allclose(
+                xs[0][0], (a - a.mean()) / np.sqrt(a.var() + 1e-6), atol=1e-4
+            )
 
 
 def test_tid_allow_list_restricts_the_examples(built):
@@ -189,7 +218,12 @@ def test_track_windows_cover_each_track_like_the_numpy_twin(built, fmt):
     assert got
     for tid, windows, y in got:
         ex = decoded[tid.numpy().decode()]
-        want = dataset.normalise(dataset.even_windows(ex["audio"], length, hop), batched=True)
+        raw = dataset.even_windows(ex["audio"], length, hop).astype(
+            np.float64
+        )  # hand-checked below
+        axes = tuple(range(1, raw.ndim))  # each window to zero mean, unit variance (eps 1e-6)
+        mean, var = raw.mean(axis=axes, keepdims=True), raw.var(axis=axes, keepdims=True)
+        want = (raw - mean) / np.sqrt(var + 1e-6)
         assert windows.shape == want.shape
         np.testing.assert_allclose(windows.numpy(), want, atol=1e-4)
         names = {VOCABULARY[i] for i in np.flatnonzero(ex["tags"])}
@@ -199,23 +233,38 @@ def test_track_windows_cover_each_track_like_the_numpy_twin(built, fmt):
         assert gaps * hop + hop // 20 >= span and (gaps == 0 or (gaps - 1) * hop + hop // 20 < span)
 
 
-def test_even_windows_cover_the_whole_track():
-    x = np.arange(10, dtype=np.float32)
-    w = dataset.even_windows(x, 4, 3)
-    assert w[0, 0] == 0 and w[-1, -1] == 9 and len(w) == 3
-    short = dataset.even_windows(np.arange(3, dtype=np.float32), 7, 7)
+@pytest.mark.parametrize("twin", ["numpy", "tensorflow"])
+def test_even_windows_cover_the_whole_track(twin):
+    def even_windows(x, length, hop):
+        if twin == "numpy":
+            return dataset.even_windows(x, length, hop)
+        return dataset._even_windows(tf.constant(x), length, hop).numpy()
+
+    # 10 steps in windows of 4, hop 3: starts span 10 - 4 = 6 = 2 hops, so 3 windows at 0, 3, 6
+    w = even_windows(np.arange(10, dtype=np.float32), 4, 3)
+    assert w.tolist() == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    # 11 steps: span 7 = 2 hops + 1 step (more than 5% of a hop): 4 windows, starts k * 7 // 3
+    w = even_windows(np.arange(11, dtype=np.float32), 4, 3)
+    assert w[:, 0].tolist() == [0, 2, 4, 7] and w[-1].tolist() == [7, 8, 9, 10]
+    # 3 steps in a window of 7: one window, the clip repeated to fill it
+    short = even_windows(np.arange(3, dtype=np.float32), 7, 7)
     assert short.tolist() == [[0, 1, 2, 0, 1, 2, 0]]
 
 
-def test_even_windows_skip_a_window_for_a_remainder_under_5_percent_of_a_hop():
-    # a 30 s clip: 1876 log-mel frames in 187-frame windows is 10 windows and 6 frames left over
-    clip = np.arange(1876, dtype=np.float32)
-    starts = dataset.even_windows(clip, 187, 187)[:, 0]
-    assert len(starts) == 10 and starts[-1] == 1876 - 187
-    assert np.diff(starts).max() == 188  # 9 frames = 5% of a hop may be spread over the gaps
-    # 10 frames over ten windows is more than 5% of a hop: an 11th window
-    assert len(dataset.even_windows(np.arange(1880, dtype=np.float32), 187, 187)) == 11
-    assert len(dataset.even_windows(np.arange(1879, dtype=np.float32), 187, 187)) == 10
+@pytest.mark.parametrize("twin", ["numpy", "tensorflow"])
+def test_even_windows_skip_a_window_for_a_remainder_under_5_percent_of_a_hop(twin):
+    # a 30 s clip: 1876 log-mel frames in 187-frame windows. The starts span 1876 - 187 = 1689
+    # = 9 hops + 6 frames, and 6 <= 187 // 20 = 9, so 10 windows, not 11, starting at
+    # k * 1689 // 9 (1689 / 9 = 187.67): 0, 187, 375, 563, 750, 938, 1126, 1313, 1501, 1689.
+    def starts(n):
+        clip = np.arange(n, dtype=np.float32)
+        if twin == "numpy":
+            return dataset.even_windows(clip, 187, 187)[:, 0].tolist()
+        return dataset._even_windows(tf.constant(clip), 187, 187).numpy()[:, 0].tolist()
+
+    assert starts(1876) == [0, 187, 375, 563, 750, 938, 1126, 1313, 1501, 1689]
+    # 1879 frames: 9 hops + 9 frames, still 10 windows; 1880: 9 hops + 10 frames, an 11th
+    assert len(starts(1879)) == 10 and len(starts(1880)) == 11
 
 
 def test_a_changed_split_asks_for_a_rebuild(built):
