@@ -59,12 +59,6 @@ def info(ctx: typer.Context, message: str) -> None:
         err_console.print(message)
 
 
-def debug(ctx: typer.Context, message: str) -> None:
-    """A detail shown only with -v."""
-    if options(ctx).verbose:
-        err_console.print(f"[dim]{message}[/dim]")
-
-
 def progress(ctx: typer.Context | None = None) -> Progress:
     """A rich progress bar with count, rate and ETA on stderr (hidden with -q)."""
     quiet = ctx is not None and options(ctx).quiet

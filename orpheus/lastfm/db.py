@@ -27,13 +27,6 @@ SCHEMA: dict[str, tuple[str, ...]] = {
 _CHUNK = 1_000_000
 
 
-def _val_clause(val: float | None, column: str = "val") -> tuple[str, tuple[float, ...]]:
-    """SQL filter keeping rows strictly above `val` (the original's `--val`); None keeps all."""
-    if val is None:
-        return "", ()
-    return f" WHERE {column} > ?", (float(val),)
-
-
 class LastFm:
     """A Last.fm tag database, opened read-only and validated on open.
 
