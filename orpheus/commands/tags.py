@@ -1,11 +1,12 @@
-"""`orpheus tags top | show | stats | clean | explain`: look at Last.fm tags and clean them."""
+"""`orpheus tags top | show | stats | clean | explain | related`: explore and clean Last.fm tags."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from orpheus.commands._common import console, info, options, print_json, progress, workspace
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
     from orpheus.workspace import Workspace
 
 app = typer.Typer(
-    help="Last.fm tags: the most popular, a track's tags, clean them, explain a tag's fate.",
+    help="Last.fm tags: the most popular, a track's tags, clean them, explain a tag's fate,"
+    " the tags that go with a tag.",
     no_args_is_help=True,
 )
 
@@ -51,7 +53,7 @@ def top(
         return
     table = Table("#", "tag", "tracks", title=f"top {len(rows)} tags")
     for r in rows:
-        table.add_row(str(r["rank"]), r["tag"], f"{r['tracks']:,}")
+        table.add_row(str(r["rank"]), escape(r["tag"]), f"{r['tracks']:,}")
     console.print(table)
 
 
@@ -74,9 +76,9 @@ def show(
     if not tags:
         console.print(f"{tid}: no tags")
         return
-    table = Table("tag", "val", title=tid)
+    table = Table("tag", "val", title=escape(tid))
     for t, v in tags:
-        table.add_row(t, f"{v:g}")
+        table.add_row(escape(t), f"{v:g}")
     console.print(table)
 
 
@@ -215,10 +217,62 @@ def explain(
     if raw is not None:
         console.print(_sentence(raw))
     if merged:
-        table = Table("raw tag", "rule", "source", "via", "tracks", title=f"merged into {tag!r}")
+        title = escape(f"merged into {tag!r}")
+        table = Table("raw tag", "rule", "source", "via", "tracks", title=title)
         for r in merged:
-            table.add_row(r["raw_tag"], r["rule"], r["source"], r["via"], f"{r['tracks']:,}")
+            cells = (r["raw_tag"], r["rule"], r["source"], r["via"])
+            table.add_row(*(escape(str(c)) for c in cells), f"{r['tracks']:,}")
         console.print(table)
+
+
+@app.command()
+def related(
+    ctx: typer.Context,
+    tag: Annotated[str, typer.Argument(help="A tag of the chosen db (case-sensitive).")],
+    db: Annotated[
+        Literal["raw", "clean"] | None,
+        typer.Option(
+            help="raw: the input Last.fm db; clean: tags/clean_lastfm.db"
+            " (default: the clean db if it exists)."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", "-n", help="How many related tags.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tags that share tracks with TAG: tracks with both, share of TAG's tracks, lift.
+
+    Lift: P(both) / (P(TAG) P(other)) over tagged tracks; 1 if unrelated, above 1 if related.
+    """
+    from orpheus.lastfm.matrix import related as related_tags
+
+    if top < 1:
+        raise OrpheusError(f"--top must be at least 1, got {top}")
+    with _open(ctx, db == "raw", None, clean_only=db == "clean") as lastfm:
+        result = related_tags(lastfm, tag, top)
+    if as_json:
+        print_json(result)
+        return
+    rows = result["related"]
+    if not rows:
+        console.print(escape(f"{tag!r}: no other tag shares a track with it"))
+        return
+    table = Table(
+        "tag",
+        "both",
+        "tracks",
+        "share",
+        "lift",
+        title=escape(f"{tag!r} ({result['tracks']:,} of {result['total_tracks']:,} tracks)"),
+    )
+    for r in rows:
+        table.add_row(
+            escape(r["tag"]),
+            f"{r['both']:,}",
+            f"{r['tracks']:,}",
+            f"{r['share']:.1%}",
+            f"{r['lift']:.2f}",
+        )
+    console.print(table)
 
 
 def _fmt(value: object) -> str:
@@ -227,21 +281,23 @@ def _fmt(value: object) -> str:
 
 def _sentence(r: dict) -> str:
     """One line of plain English for an audit row."""
-    name, rule, source, via, clean = r["raw_tag"], r["rule"], r["source"], r["via"], r["clean_tag"]
+    rule, source = r["rule"], escape(str(r["source"]))
+    name, via, clean = escape(repr(r["raw_tag"])), escape(repr(r["via"])), r["clean_tag"]
+    clean = escape(clean) if clean else clean
     where = f"-> [bold]{clean}[/bold]" if clean else "-> [red]discarded[/red]"
     reasons = {
         "genre": f"a genre tag ({r['tracks']:,} tracks; {source})",
-        "spelling": f"same {source} spelling key as {via!r}",
-        "collision": f"collides with {via!r} ({source}); the more popular spelling names the tag",
+        "spelling": f"same {source} spelling key as {via}",
+        "collision": f"collides with {via} ({source}); the more popular spelling names the tag",
         "vocal": f"vocal tag list {source}",
-        "combine": f"combined into {via!r} ({source})",
+        "combine": f"combined into {via} ({source})",
         "drop": f"dropped ({source})",
         "rejected": f"a `-` line of {source}",
         "below-sub-threshold": f"only {r['tracks']:,} tracks; {source}",
         "no-match": source,
         "no-rows": source,
     }
-    return f"{name!r} {where}: {reasons.get(rule, rule)}"
+    return f"{name} {where}: {reasons.get(rule, rule)}"
 
 
 # -- which db -------------------------------------------------------------------------------
