@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from orpheus import __version__
@@ -59,7 +60,7 @@ class OrpheusGroup(TyperGroup):
             if isinstance(obj, GlobalOptions) and obj.verbose:
                 raise
             err_console.print(
-                f"[red]internal error:[/red] {type(exc).__name__}: {exc}"
+                f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}"
                 " (a bug; run with -v for the traceback and please report it)",
                 markup=True,
             )
@@ -67,9 +68,10 @@ class OrpheusGroup(TyperGroup):
 
 
 def report_error(exc: OrpheusError) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {exc.message}", markup=True, soft_wrap=True)
+    """`error: ...` and `hint: ...`; the texts are escaped, since they quote paths and tag names."""
+    err_console.print(f"[bold red]error:[/bold red] {escape(exc.message)}", soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[yellow]hint:[/yellow] {exc.hint}", markup=True, soft_wrap=True)
+        err_console.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", soft_wrap=True)
 
 
 app = typer.Typer(

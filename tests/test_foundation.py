@@ -55,6 +55,15 @@ def test_outside_a_workspace_is_a_one_line_error(tmp_path: Path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_error_messages_print_brackets_in_paths_literally(tmp_path: Path):
+    """Paths and tag names can hold rich markup such as `[/]`; an error quoting them must not
+    turn into an internal error or lose the brackets."""
+    odd = tmp_path / "odd[/]" / "[bold]ws"
+    result = orpheus("-w", str(odd), "status", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert f"error: {odd} is not an Orpheus workspace" in result.stderr
+
+
 def test_workspace_from_flag_env_and_cwd(ws: Workspace, tmp_path: Path):
     assert orpheus("-w", str(ws.root), "status", "--json").exit_code == 0
     by_env = orpheus("status", "--json", cwd=tmp_path, env={"ORPHEUS_WORKSPACE": str(ws.root)})
