@@ -4,6 +4,10 @@ The sections and keys are the original project's (`model`, `model-training`, `ta
 so its three shipped JSON configs load unchanged, plus `paths` (input files, relative to the
 workspace), `silence` and `tags-cleaning` (the thresholds of those stages). The defaults are the
 original `log-mel-spectrogram_config.json` with its absolute paths made workspace-relative.
+
+`scan.checkpoint_files` / `scan.checkpoint_seconds` and `silence.checkpoint_tracks` /
+`silence.checkpoint_seconds` say how often those commands save their progress while they run:
+every that many files (tracks) or seconds, whichever comes first; a killed run loses at most that.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any]]] = {
         "filter_tot_silence": (NUMBER, 3.0),
         "filter_max_silence": (NUMBER, 1.0),
         "top_db": (NUMBER, 60),
+        "checkpoint_tracks": (int, 500),
+        "checkpoint_seconds": (NUMBER, 5.0),
+    },
+    "scan": {
+        "checkpoint_files": (int, 20000),
+        "checkpoint_seconds": (NUMBER, 5.0),
     },
     "tags-cleaning": {
         "threshold": (int, 2000),
@@ -94,6 +104,10 @@ CHOICES = {
     ("tfrecords", "compression"): (None, "GZIP"),
 }
 POSITIVE = {
+    ("silence", "checkpoint_tracks"),
+    ("silence", "checkpoint_seconds"),
+    ("scan", "checkpoint_files"),
+    ("scan", "checkpoint_seconds"),
     ("model", "n_dense_units"),
     ("model", "n_filters"),
     ("model-training", "batch_size"),

@@ -14,7 +14,6 @@ threshold re-filters without decoding anything.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -141,19 +140,19 @@ def compute_stats(
     cache: pd.DataFrame | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
-    checkpoint: Callable[[pd.DataFrame], None] | None = None,
-    checkpoint_every: float = 60.0,
+    checkpoint: Callable[[list[dict]], None] | None = None,
 ) -> StatsResult:
     """Statistics for every `tracks.file_path` under `root`, decoding only files not in `cache`.
 
     Files are stat'ed now, so a file changed since the scan is re-analysed. `checkpoint`, if
-    given, receives the growing cache every `checkpoint_every` seconds, so an interrupted run
-    resumes where it stopped.
+    given, receives every batch of new rows (STAT_COLUMNS, at most `BATCH` tracks) as soon as
+    it is computed, so the caller can save them and an interrupted run resumes where it stopped.
     """
     root = Path(root)
     wanted = _stat_files(root, tracks["file_path"])
     wanted["top_db"] = float(top_db)
     cache = _empty_stats() if cache is None or cache.empty else _typed(cache)
+    cache = cache.drop_duplicates(KEY, keep="last")  # the saved cache plus a journal may overlap
     hit = wanted.merge(cache, on=KEY, how="inner").drop_duplicates(KEY)
     todo = wanted[~_key(wanted).isin(_key(hit))]
     items = list(
@@ -168,14 +167,12 @@ def compute_stats(
     total = len(wanted)
     if progress:
         progress(len(hit), total)
-    last = time.monotonic()
     for rows in _run(str(root), items, top_db, workers):
         new_rows.extend(rows)
+        if checkpoint:
+            checkpoint(rows)
         if progress:
             progress(len(hit) + len(new_rows), total)
-        if checkpoint and time.monotonic() - last > checkpoint_every:
-            checkpoint(_merge_cache(cache, new_rows))
-            last = time.monotonic()
     cache = _merge_cache(cache, new_rows)
     stats = wanted[KEY].merge(cache, on=KEY, how="left")
     return StatsResult(_typed(stats), cache, computed=len(items), reused=len(hit))

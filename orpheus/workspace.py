@@ -18,10 +18,12 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -85,7 +87,8 @@ def fingerprint(path: Path) -> str | None:
     """Content fingerprint of a file (size + BLAKE2b) or a folder (its files' names, sizes, mtimes).
 
     Folders are fingerprinted by metadata, not content, so that a folder of a million previews
-    costs one `stat` per file. None when the path does not exist.
+    costs one `stat` per file. Symlinks are followed (see `walk_tree`): a file that changes
+    behind a link changes the fingerprint. None when the path does not exist.
     """
     path = Path(path)
     if path.is_file():
@@ -97,26 +100,84 @@ def fingerprint(path: Path) -> str | None:
     if path.is_dir():
         h = hashlib.blake2b(digest_size=16)
         count = 0
-        for rel, size, mtime in sorted(_walk_stats(path)):
-            h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        for entry in sorted(walk_tree(path), key=lambda e: e.rel):
+            name = entry.rel.rsplit("/", 1)[-1]
+            if name.startswith(".") and name.endswith(".tmp"):
+                continue
+            if entry.problem is None:
+                h.update(f"{entry.rel}\0{entry.stat.st_size}\0{entry.stat.st_mtime_ns}\n".encode())
+            else:
+                h.update(f"{entry.rel}\0!\n".encode())
             count += 1
         return f"dir:{count}:{h.hexdigest()}"
     return None
 
 
-def _walk_stats(root: Path) -> Iterator[tuple[str, int, int]]:
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file():
-                    st = entry.stat()
-                    yield (os.path.relpath(entry.path, root), st.st_size, st.st_mtime_ns)
+@dataclass(frozen=True)
+class TreeEntry:
+    """A file under a walked folder, or an entry that could not be walked and why."""
+
+    rel: str  # relative to the root, '/'-separated, through symlinked folders
+    stat: os.stat_result | None  # of the entry (a link's target); None when it cannot be stat'ed
+    problem: str | None  # None for a readable regular file; a folder here was already walked
+
+
+def walk_tree(root: Path) -> Iterator[TreeEntry]:
+    """Every regular file under `root`, following symlinked folders, and every entry it could not
+    walk, with the reason: an OS error (a dangling link, a link loop, an unreadable folder), a
+    file that is not regular (a FIFO must never be opened), or a folder already walked.
+
+    A tree that links to folders on other disks is walked through the links, but each real
+    folder only once (by device and inode), so a link back to an ancestor ends there. Real
+    folders are walked before links, so a folder reached both ways keeps its real path.
+    """
+    root_stat = os.stat(root)
+    seen = {(root_stat.st_dev, root_stat.st_ino): "."}
+    folders = [(os.fspath(root), "")]  # (path, rel prefix); listed depth first
+    links: list[tuple] = []  # (path, rel, key, stat) of symlinked folders, followed afterwards
+    while folders or links:
+        if not folders:
+            path, rel, key, st = links.pop(0)
+            if key in seen:
+                yield TreeEntry(rel, st, f"links to '{seen[key]}', a folder already walked")
+            else:
+                seen[key] = rel
+                folders.append((path, rel + "/"))
+            continue
+        path, prefix = folders.pop()
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            if not prefix:
+                raise
+            yield TreeEntry(prefix[:-1], None, f"cannot list the folder: {_reason(exc)}")
+            continue
+        for entry in reversed(entries):  # the stack pops them back in name order
+            rel = prefix + entry.name
+            try:
+                st = entry.stat()
+            except OSError as exc:
+                target = f" (link to '{os.readlink(entry.path)}')" if entry.is_symlink() else ""
+                yield TreeEntry(rel, None, f"{_reason(exc)}{target}")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if entry.is_symlink():
+                    links.append((entry.path, rel, key, st))
+                elif key in seen:  # a bind mount of an ancestor
+                    yield TreeEntry(rel, st, f"'{seen[key]}' again, a folder already walked")
+                else:
+                    seen[key] = rel
+                    folders.append((entry.path, rel + "/"))
+            elif stat.S_ISREG(st.st_mode):
+                yield TreeEntry(rel, st, None)
+            else:
+                yield TreeEntry(rel, st, "not a regular file")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def _stat(path: Path) -> list[int] | None:

@@ -1,9 +1,9 @@
 """The reliability suite: bad input for every command, faults, and the security rules.
 
 Bad input gets one `error: ...` line (exit 2) or a counted, reported skip (exit 1), never a
-traceback or exit 3 (an internal error is a bug). Faults: SIGKILL during `scan` and `silence`
-then a re-run equals an uninterrupted run; commands racing on one workspace; a corrupt manifest.
-(SIGKILL during `tfrecords build` and `train` is in test_records.py and test_training.py.)
+traceback or exit 3 (an internal error is a bug). Faults: commands racing on one workspace; a
+corrupt manifest. (SIGKILL during `scan`, `silence`, `tfrecords build` and `train` is in
+test_scan.py, test_silence.py, test_records.py and test_training.py.)
 Security: parameterised SQL, no pickle on user files, Keras safe mode, table paths confined to
 the audio root.
 """
@@ -74,13 +74,6 @@ def digest(path: Path) -> str:
 def configure(ws: Workspace, corpus: Path) -> None:
     """Point a workspace at the example corpus, with its truth's thresholds."""
     use_example(ws, corpus, json.loads((corpus / "truth.json").read_text(encoding="utf-8")))
-
-
-def tables(ws_root: Path, name: str) -> tuple[set, set]:
-    """(kept file paths, rejected file paths) of a stage's tables."""
-    kept = pd.read_parquet(ws_root / f"data/{name}.parquet")["file_path"]
-    rejects = pd.read_parquet(ws_root / f"data/{name}_rejects.parquet")["file_path"]
-    return set(kept), set(rejects)
 
 
 # -- shared inputs ---------------------------------------------------------------------------
@@ -413,58 +406,6 @@ def test_unicode_and_space_paths_run_the_whole_pipeline(pipeline):
 
 
 # -- faults: SIGKILL, concurrency, corrupt manifest ------------------------------------------
-
-
-def kill_midway(args: list, after: float) -> int:
-    """Start `orpheus ARGS`, SIGKILL it after `after` seconds (if it is still running)."""
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "orpheus", *map(str, args)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    try:
-        proc.wait(timeout=after)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    return proc.returncode
-
-
-def test_sigkill_during_scan_then_rerun_equals_an_uninterrupted_scan(example_corpus, tmp_path):
-    tree = tmp_path / "7digital ü"
-    sources = sorted((example_corpus / "7digital").rglob("*.clip.mp3"))
-    n = 0
-    for copy in range(4):  # ~140 files: `--verify -j 1` takes a couple of seconds
-        (tree / str(copy)).mkdir(parents=True)
-        for src in sources:
-            os.link(src, tree / str(copy) / f"{9000000 + n}.clip.mp3")
-            n += 1
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    Workspace.create(killed)
-    Workspace.create(clean)
-    code = kill_midway(["-w", killed, "scan", tree, "--verify", "-j", "1"], after=1.5)
-    assert code in (0, -signal.SIGKILL)
-    json.loads((killed / "manifest.json").read_text())  # never half-written
-    rerun = orpheus("-w", killed, "scan", tree, "--verify", "-j", "1")
-    assert_clean_failure(rerun, 0)
-    assert_clean_failure(orpheus("-w", clean, "scan", tree, "--verify", "-j", "1"), 0)
-    assert tables(killed, "scan") == tables(clean, "scan")
-    assert len(tables(clean, "scan")[0]) + len(tables(clean, "scan")[1]) == n
-    assert Workspace.open(killed).state("scan") == "ok"
-
-
-def test_sigkill_during_silence_then_rerun_equals_an_uninterrupted_run(pipeline, scratch):
-    for name in ("silence.parquet", "silence_rejects.parquet", "silence_stats.parquet"):
-        (scratch / "data" / name).unlink()
-    Workspace.open(scratch).forget("silence")
-    code = kill_midway(["-w", scratch, "silence", "-j", "1"], after=2.5)
-    assert code in (0, -signal.SIGKILL)
-    json.loads((scratch / "manifest.json").read_text())
-    rerun = orpheus("-w", scratch, "silence", "-j", "2")
-    assert_clean_failure(rerun, 0)
-    assert tables(scratch, "silence") == tables(pipeline, "silence")
-    assert Workspace.open(scratch).state("silence") == "ok"
 
 
 def test_two_commands_at_once_on_one_workspace(scratch, example_corpus):

@@ -1,17 +1,28 @@
-"""Scan: headers of real MP3s, rejects with reasons, workers, and resumability."""
+"""Scan: headers of real MP3s, rejects with reasons, symlinked and unreadable folders, workers,
+and resumability (also after a SIGKILL)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
 from orpheus import scan as scan_mod
 from orpheus.errors import OrpheusError
 from orpheus.msd import audio_relpath
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_mp3(path: Path, seconds: float = 1.0, sr: int = 22050, channels: int = 2) -> Path:
@@ -88,6 +99,78 @@ def test_rescan_rereads_only_changed_files(tree):
     assert third.rejects["track_7digitalid"].tolist() == [43]
 
 
+def test_symlinked_folders_are_followed_once(tree, tmp_path):
+    other_disk = tmp_path / "other disk"
+    write_mp3(other_disk / "7" / "700.clip.mp3")
+    (other_disk / "7" / "back").symlink_to(tree)  # a loop: back into the scanned tree
+    (tree / "ext").symlink_to(other_disk)
+    (tree / "1" / "2" / "up").symlink_to(tree / "1")  # a link back to an ancestor
+    (tree / "again").symlink_to(tree / "1" / "2")  # a second way into a folder already scanned
+
+    result = scan_mod.scan(tree, workers=1)
+    # reached through the link, its path is the link's, relative to the root
+    assert result.table.set_index("file_path")["track_7digitalid"].to_dict() == {
+        "1/2/1234.clip.mp3": 1234,
+        "5/6/5678.clip.mp3": 5678,
+        "ext/7/700.clip.mp3": 700,
+    }
+    walked = result.rejects[result.rejects["reason"] == "already-walked"]
+    assert walked.set_index("file_path")["detail"].to_dict() == {
+        "1/2/up": "links to '1', a folder already walked",
+        "again": "links to '1/2', a folder already walked",
+        "ext/7/back": "links to '.', a folder already walked",
+    }
+    assert sorted(result.rejects["reason"]) == ["already-walked"] * 3 + ["empty-file", "not-audio"]
+
+
+@pytest.fixture
+def bad_entries(tree, monkeypatch):
+    """Entries a scan cannot read, even as root (where chmod 000 stops nothing)."""
+    (tree / "3").symlink_to(tree / "gone")  # a dangling link: maybe a folder on a missing disk
+    (tree / "1" / "2" / "99.clip.mp3").symlink_to(tree / "gone.mp3")  # a dangling preview
+    (tree / "loop").symlink_to(tree / "loop")  # a link to itself: ELOOP
+    (tree / "8").mkdir()
+    monkeypatch.chdir(tree / "8")  # a relative bind keeps the socket path short
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("77.clip.mp3")  # not a regular file: opening one (a FIFO) could block
+        yield tree
+
+
+def test_unreadable_entries_are_rejects_with_the_os_reason(bad_entries):
+    result = scan_mod.scan(bad_entries, workers=1)
+    assert sorted(result.table["track_7digitalid"]) == [1234, 5678]
+    rejects = result.rejects.set_index("file_path")
+    unreadable = rejects[rejects["reason"] == "unreadable"]
+    gone = bad_entries / "gone"
+    assert unreadable["detail"].to_dict() == {
+        "1/2/99.clip.mp3": f"No such file or directory (link to '{gone}.mp3')",
+        "3": f"No such file or directory (link to '{gone}')",
+        "loop": f"Too many levels of symbolic links (link to '{bad_entries / 'loop'}')",
+        "8/77.clip.mp3": "not a regular file",
+    }
+    assert rejects.loc["1/2/99.clip.mp3", "track_7digitalid"] == 99  # wrangle counts it
+    assert pd.isna(rejects.loc["3", "track_7digitalid"])
+    assert (unreadable[["file_size", "mtime_ns"]] == -1).all().all()  # unknown
+
+
+def test_a_file_that_cannot_be_opened_is_unreadable_not_broken(tree):
+    # a file removed between the walk and the read: an OS error, not a bad MP3
+    entry = scan_mod.FileEntry("1/2/1235.clip.mp3", 1000, 0)
+    row = scan_mod.probe(str(tree), entry, verify=False)
+    assert row["reason"] == "unreadable"
+    assert "No such file or directory" in row["detail"]
+
+
+def test_rows_handed_to_checkpoint_resume_a_scan(tree):
+    saved: list[dict] = []
+    first = scan_mod.scan(tree, workers=1, verify=True, checkpoint=saved.extend)
+    assert len(saved) == 4  # every file read, in batches, as it was read
+    resumed = scan_mod.scan(tree, partial=scan_mod.rows_frame(saved[:3]), workers=1, verify=True)
+    assert (resumed.reused, resumed.read) == (3, 1)
+    pd.testing.assert_frame_equal(resumed.table, first.table)
+    pd.testing.assert_frame_equal(resumed.rejects, first.rejects)
+
+
 def test_progress_reaches_total(tree):
     seen = []
     scan_mod.scan(tree, workers=1, progress=lambda done, total: seen.append((done, total)))
@@ -145,3 +228,124 @@ def test_scan_command_bad_root(tmp_path):
     assert "Traceback" not in missing.output
     none = orpheus("-w", str(ws.root), "scan")
     assert none.exit_code == 2 and "no audio root given" in none.stderr
+
+
+def test_status_sees_a_change_behind_a_symlinked_folder(tree, tmp_path):
+    from orpheus.workspace import Workspace, fingerprint
+
+    other_disk = tmp_path / "other disk"
+    preview = write_mp3(other_disk / "700.clip.mp3")
+    (tree / "ext").symlink_to(other_disk)
+    (tmp_path / "link.mp3").symlink_to(preview)
+    assert fingerprint(tmp_path / "link.mp3") == fingerprint(preview)  # the target's content
+
+    ws = Workspace.create(tmp_path / "ws")
+    assert orpheus("-w", str(ws.root), "scan", str(tree), "-j", "1").exit_code == 0
+    assert ws.state("scan") == "ok"
+    write_mp3(preview, seconds=2.0)  # changed on the other disk, behind the folder link
+    assert ws.state("scan") == "stale"
+
+
+def test_journal_saves_every_n_rows_and_restarts_for_other_params(tmp_path):
+    from orpheus.commands.scan import Journal
+
+    columns = {"file_path": "str", "n": "int64"}
+    folder = tmp_path / "journal"
+    journal = Journal(folder, columns, params={"root": "a"}, every=3, seconds=3600)
+    assert journal.open() is None
+    journal.add([{"file_path": "x", "n": 1}, {"file_path": "y", "n": 2}])
+    assert not list(folder.glob("*.parquet"))  # 2 rows < 3, and an hour has not passed
+    journal.add([{"file_path": "z", "n": 3}])
+    assert [c.name for c in folder.glob("*.parquet")] == ["000001.parquet"]
+
+    again = Journal(folder, columns, params={"root": "a"}, every=1, seconds=3600)
+    assert again.open()["file_path"].tolist() == ["x", "y", "z"]
+    again.add([{"file_path": "w", "n": 4}])  # saved after the first chunk, not over it
+    assert sorted(c.name for c in folder.glob("*.parquet")) == ["000001.parquet", "000002.parquet"]
+
+    timed = Journal(folder, columns, params={"root": "a"}, every=10**9, seconds=0)
+    assert len(timed.open()) == 4
+    timed.add([{"file_path": "v", "n": 5}])  # `seconds` has passed (0): saved at once
+    assert len(Journal(folder, columns, params={"root": "a"}, every=1, seconds=1).open()) == 5
+
+    other = Journal(folder, columns, params={"root": "b"}, every=1, seconds=3600)
+    assert other.open() is None  # another root's rows are dropped
+    assert not list(folder.glob("*.parquet"))
+    other.clear()
+    assert not folder.exists()
+
+
+# -- SIGKILL: the saved progress is re-used, and the result equals an uninterrupted run -------
+
+
+def kill_once_saved(args: list, journal: Path, log: Path) -> None:
+    """Run `orpheus ARGS` in a subprocess, wait until it has saved progress in `journal` (not a
+    timer), SIGKILL it, and check that it was killed rather than finished."""
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orpheus", *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=REPO,
+            env={**os.environ, "ORPHEUS_WORKSPACE": ""},
+        )
+        safety_net = time.monotonic() + 600  # never reached unless something hangs
+        try:
+            while not list(journal.glob("*.parquet")):
+                assert proc.poll() is None, f"ended before saving progress:\n{log.read_text()}"
+                assert time.monotonic() < safety_net, "no progress saved in 10 minutes"
+                time.sleep(0.01)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"finished before the kill:\n{log.read_text()}"
+
+
+def saved_rows(journal: Path) -> int:
+    return sum(len(pd.read_parquet(c)) for c in journal.glob("*.parquet"))
+
+
+def assert_same_rows(a: Path, b: Path) -> None:
+    """Two Parquet tables hold the same rows, every column, whatever their order."""
+    left, right = pd.read_parquet(a), pd.read_parquet(b)
+    key = ["file_path"]
+    pd.testing.assert_frame_equal(
+        left.sort_values(key, ignore_index=True), right.sort_values(key, ignore_index=True)
+    )
+
+
+def reused(stderr: str) -> int:
+    return int(re.search(r"re-used (\d+)", stderr).group(1))
+
+
+@pytest.mark.slow
+def test_sigkill_during_scan_then_rerun_reuses_its_progress(example_corpus, tmp_path):
+    from orpheus.workspace import Workspace
+
+    tree = tmp_path / "7digital ü"
+    sources = sorted((example_corpus / "7digital").rglob("*.clip.mp3"))
+    n = 0
+    for copy in range(4):  # ~140 files in batches of 16: `--verify -j 1` takes a few seconds
+        (tree / str(copy)).mkdir(parents=True)
+        for src in sources:
+            os.link(src, tree / str(copy) / f"{9000000 + n}.clip.mp3")
+            n += 1
+    killed, clean = Workspace.create(tmp_path / "killed"), Workspace.create(tmp_path / "clean")
+    killed.save_config(killed.config | {"scan": {"checkpoint_files": 1, "checkpoint_seconds": 60}})
+    journal = killed.path("data/scan.journal")
+    args = ["scan", tree, "--verify", "-j", "1"]
+
+    kill_once_saved(["-w", killed.root, *args], journal, tmp_path / "killed.log")
+    json.loads((killed.root / "manifest.json").read_text())  # never half-written
+    saved = saved_rows(journal)
+    assert 0 < saved < n
+    rerun = orpheus("-w", str(killed.root), *map(str, args))
+    assert rerun.exit_code == 0, rerun.output
+    assert reused(rerun.stderr) == saved  # every file the killed run saved, and only those
+    assert not journal.exists()
+    assert orpheus("-w", str(clean.root), *map(str, args)).exit_code == 0
+
+    for table in ("data/scan.parquet", "data/scan_rejects.parquet"):
+        assert_same_rows(killed.path(table), clean.path(table))
+    assert len(pd.read_parquet(clean.path("data/scan.parquet"))) > n // 2
+    assert Workspace.open(killed.root).state("scan") == "ok"

@@ -221,3 +221,39 @@ def test_example_corpus_matches_truth(example_corpus, tmp_path):
 
     states = {name: ws.state(name) for name in ("scan", "wrangle", "silence")}
     assert states == {"scan": "ok", "wrangle": "ok", "silence": "ok"}
+
+
+@pytest.mark.slow
+def test_sigkill_during_silence_then_rerun_reuses_its_progress(example_corpus, tmp_path):
+    import json
+    import shutil
+
+    from test_scan import assert_same_rows, kill_once_saved, orpheus, reused, saved_rows
+
+    from orpheus.commands.init import use_example
+    from orpheus.workspace import Workspace
+
+    clean = Workspace.create(tmp_path / "clean")
+    use_example(clean, example_corpus, json.loads((example_corpus / "truth.json").read_text()))
+    for args in (["scan", "-j", "1"], ["wrangle"]):
+        assert orpheus("-w", str(clean.root), *args).exit_code in (0, 1)
+    killed = Workspace.open(shutil.copytree(clean.root, tmp_path / "killed"))
+    cfg = killed.config
+    cfg["silence"] |= {"checkpoint_tracks": 1, "checkpoint_seconds": 60}
+    killed.save_config(cfg)
+    journal = killed.path("data/silence.journal")
+    tracks = len(pd.read_parquet(killed.path("data/wrangle.parquet")))
+
+    kill_once_saved(["-w", killed.root, "silence", "-j", "1"], journal, tmp_path / "killed.log")
+    json.loads((killed.root / "manifest.json").read_text())  # never half-written
+    saved = saved_rows(journal)
+    assert 0 < saved < tracks
+    rerun = orpheus("-w", str(killed.root), "silence", "-j", "2")
+    assert rerun.exit_code == 0, rerun.output
+    assert reused(rerun.stderr) == saved  # every track the killed run measured, and only those
+    assert not journal.exists()
+    assert orpheus("-w", str(clean.root), "silence", "-j", "2").exit_code == 0
+
+    for table in ("silence", "silence_rejects", "silence_stats"):
+        assert_same_rows(killed.path(f"data/{table}.parquet"), clean.path(f"data/{table}.parquet"))
+    assert Workspace.open(killed.root).state("silence") == "ok"

@@ -1,24 +1,30 @@
 """`orpheus scan [AUDIO_ROOT]`: list the 7digital previews, their headers, and the broken ones.
 
-Also home of the two helpers the three cleaning commands share: atomic Parquet writes and the
-per-reason summary table.
+Also home of the helpers the cleaning commands share: atomic Parquet writes, the journal that
+saves a run's progress while it runs, and the per-reason summary table.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from orpheus.commands._common import console, info, progress, workspace
 from orpheus.errors import OrpheusError
-from orpheus.workspace import write_atomic_via
+from orpheus.workspace import write_atomic_via, write_json_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE = "data/scan.parquet"
 REJECTS = "data/scan_rejects.parquet"
+JOURNAL = "data/scan.journal"  # the rows of a scan in progress; gone once the tables are saved
 
 
 def command(
@@ -43,6 +49,17 @@ def command(
     ws = workspace(ctx)
     root = _audio_root(ws, audio_root)
     check_workers(workers)
+    cfg = ws.config["scan"]
+    journal = Journal(
+        ws.path(JOURNAL),
+        scan_lib.ROW_COLUMNS,
+        params={"audio_root": str(root), "verify": verify},
+        every=cfg["checkpoint_files"],
+        seconds=cfg["checkpoint_seconds"],
+    )
+    if fresh:
+        journal.clear()
+    partial = journal.open()
     previous = None if fresh else _previous(ws, root, verify)
 
     started = time.monotonic()
@@ -51,14 +68,17 @@ def command(
         result = scan_lib.scan(
             root,
             previous=previous,
+            partial=partial,
             workers=workers,
             verify=verify,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            checkpoint=journal.add,
         )
     elapsed = time.monotonic() - started
 
     save_table(result.table, ws.path(TABLE))
     save_table(result.rejects, ws.path(REJECTS))
+    journal.clear()
     counts = {r: int((result.rejects["reason"] == r).sum()) for r in scan_lib.REASONS}
     ws.register(
         "scan",
@@ -73,7 +93,7 @@ def command(
     info(
         ctx,
         f"read {result.read} files ({rate:,.0f} files/s), re-used {result.reused} "
-        f"unchanged since the last scan; table: {ws.path(TABLE)}",
+        f"unchanged since the last (or an interrupted) scan; table: {ws.path(TABLE)}",
     )
 
 
@@ -116,6 +136,71 @@ def save_table(frame, path: Path) -> None:
     """Write a DataFrame as Parquet through a temp file and a rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic_via(path, lambda fh: frame.to_parquet(fh, index=False))
+
+
+class Journal:
+    """The rows of a run in progress, saved while it runs so that a killed run's work is re-used.
+
+    Rows are buffered and written as numbered Parquet chunks, each atomically, every `every` rows
+    or `seconds` seconds, whichever comes first (checked as each batch arrives): a kill loses at
+    most that much work. The folder records the parameters its rows depend on; a run with other
+    parameters starts it afresh. `clear()` it once the final tables are saved.
+    """
+
+    def __init__(
+        self, folder: Path, columns: dict[str, str], *, params: dict, every: int, seconds: float
+    ):
+        self.folder, self.columns, self.params = Path(folder), columns, params
+        self.every, self.seconds = every, seconds
+        self._pending: list[dict] = []
+        self._last = time.monotonic()
+        self._next = 1
+
+    def open(self) -> pd.DataFrame | None:
+        """The rows saved by interrupted runs with the same parameters (None if there are none),
+        and start saving this run's rows after them."""
+        import pandas as pd
+
+        params = self.folder / "params.json"
+        if not params.is_file() or json.loads(params.read_text(encoding="utf-8")) != self.params:
+            self.clear()
+            self.folder.mkdir(parents=True)
+            write_json_atomic(params, self.params)
+        chunks = sorted(self.folder.glob("*.parquet"))
+        self._next = max((int(c.stem) for c in chunks if c.stem.isdigit()), default=0) + 1
+        self._last = time.monotonic()
+        frames = []
+        for chunk in chunks:
+            try:
+                frames.append(pd.read_parquet(chunk).astype(self.columns))
+            except (OSError, ValueError, KeyError) as exc:
+                raise OrpheusError(
+                    f"{chunk}: cannot read this saved progress ({exc})",
+                    hint=f"delete the folder {self.folder} to start over",
+                ) from None
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def add(self, rows: list[dict]) -> None:
+        """Buffer `rows`; save them once `every` rows or `seconds` seconds have gathered."""
+        self._pending.extend(rows)
+        if len(self._pending) >= self.every or time.monotonic() - self._last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Save the buffered rows as the next chunk."""
+        import pandas as pd
+
+        if self._pending:
+            frame = pd.DataFrame.from_records(self._pending, columns=list(self.columns))
+            save_table(frame.astype(self.columns), self.folder / f"{self._next:06d}.parquet")
+            self._next += 1
+            self._pending = []
+        self._last = time.monotonic()
+
+    def clear(self) -> None:
+        """Forget every saved row (the run is complete, or its parameters changed)."""
+        self._pending = []
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def reasons_table(stage: str, total: int, kept: int, counts: dict[str, int]) -> Table:

@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 
 from orpheus.commands._common import console, info, progress, workspace
-from orpheus.commands.scan import check_workers, reasons_table, save_table
+from orpheus.commands.scan import Journal, check_workers, reasons_table, save_table
 from orpheus.errors import OrpheusError
 
 TABLE = "data/silence.parquet"
 REJECTS = "data/silence_rejects.parquet"
 STATS = "data/silence_stats.parquet"
+JOURNAL = "data/silence.journal"  # statistics of a run in progress, merged into STATS at the end
 
 
 def command(
@@ -42,7 +43,8 @@ def command(
     """Measure silence in every wrangled track (cached) and keep those within the thresholds.
 
     Defaults come from the `silence` section of config.json; changing only thresholds
-    re-filters from the cached statistics without decoding.
+    re-filters from the cached statistics without decoding. Statistics are saved while they are
+    computed (`silence.checkpoint_tracks` / `checkpoint_seconds`), so a killed run resumes.
     """
     import pandas as pd
 
@@ -65,7 +67,18 @@ def command(
     thresholds = sil.Thresholds(**{k: v for k, v in params.items() if k != "top_db"})
 
     stats_path = ws.path(STATS)
-    cache = pd.read_parquet(stats_path) if stats_path.exists() else None
+    journal = Journal(
+        ws.path(JOURNAL),
+        sil.STAT_COLUMNS,
+        params={},  # rows are keyed by path, size, mtime and top_db, like the cache's
+        every=cfg["checkpoint_tracks"],
+        seconds=cfg["checkpoint_seconds"],
+    )
+    partial = journal.open()  # the statistics an interrupted run saved
+    frames = [pd.read_parquet(stats_path)] if stats_path.exists() else []
+    if partial is not None:
+        frames.append(partial)
+    cache = pd.concat(frames, ignore_index=True) if frames else None
     with progress(ctx) as bar:
         task = bar.add_task("measuring silence", total=len(tracks))
         result = sil.compute_stats(
@@ -75,9 +88,10 @@ def command(
             cache=cache,
             workers=workers,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            checkpoint=lambda frame: save_table(frame, stats_path),
+            checkpoint=journal.add,
         )
     save_table(result.cache, stats_path)
+    journal.clear()
     kept, rejects = sil.filter_tracks(tracks, result.stats, thresholds)
     save_table(kept, ws.path(TABLE))
     save_table(rejects, ws.path(REJECTS))
