@@ -8,9 +8,10 @@ PR-AUC weights, early stopping and reduce-LR-on-plateau behave identically which
 A run folder holds everything needed to continue after a crash, even a SIGKILL:
 `checkpoints/epoch-NNNN.npz` (model and optimizer variables, written atomically every epoch),
 `state.json` (epochs done, optimizer step, the callbacks' counters and best value, history),
-written after the checkpoint it points to. Resuming restores the optimizer step, so every
-schedule (constant, cyclic, one-cycle) continues where it stopped; an epoch interrupted midway is
-run again from its start.
+written after the checkpoint it points to. Resuming restores the model and every optimizer
+variable (its step, its moments), so every schedule (constant, cyclic, one-cycle) continues where
+it stopped; an epoch interrupted midway is run again from its start. The input pipeline starts
+over from its seed, so a resumed epoch's batches are not those an uninterrupted run would draw.
 
 Checkpoints are plain NumPy archives read with `allow_pickle=False` (no pickle on user files).
 """
@@ -568,6 +569,12 @@ class Trainer:
         if self.checkpoint:
             with self.strategy.scope():
                 load_checkpoint(self.run_dir / self.checkpoint, self._variables())
+            self.reporter.message(
+                f"resuming after epoch {self.start_epoch} of {self.opts.epochs} from "
+                f"{self.checkpoint} (optimizer step {self.step}); an epoch cut short runs again"
+            )
+        else:
+            self.reporter.message("no epoch had finished: training starts from the beginning")
 
     @property
     def step(self) -> int:

@@ -324,50 +324,184 @@ def test_summary_and_find_lr(built):
     assert "LR range test only" in (built.root / "runs/lr/NOTE").read_text()
 
 
-def test_sigkill_mid_epoch_then_resume_continues_epochs_and_schedule(built):
-    args = [
-        "train",
-        "--run-name",
-        "killed",
-        "--epochs",
-        "3",
-        "--steps-per-epoch",
-        "40",
-        "--schedule",
-        "cyclic",
-    ]
-    run = built.root / "runs/killed"
-    proc = subprocess.Popen(
-        [PY, "-m", "orpheus", "-w", str(built.root), *args],
-        env=ENV,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                if json.loads((run / "state.json").read_text())["epoch"] >= 1:
-                    break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    state = json.loads((run / "state.json").read_text())
-    assert state["epoch"] == 1 and state["status"] == "running", state  # killed in epoch 2
-    assert (run / "NOTE").is_file()  # the folder says it is unfinished
+# -- SIGKILL in the middle of an epoch, then --resume ------------------------------------------
 
-    done = _orpheus(built.root, "train", "--resume", "killed")
-    assert done.returncode == 0, done.stderr[-3000:]
-    state = json.loads((run / "state.json").read_text())
-    assert state["status"] == "completed" and state["epoch"] == 3
-    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
-    assert state["step"] == 120  # the optimizer step continued from the epoch-1 checkpoint
-    expected = Schedule("cyclic", 0.001, steps_per_epoch=40, epochs=3).lr(119)
-    assert state["history"][-1]["learning_rate"] == pytest.approx(expected, rel=1e-5)
-    assert not (run / "NOTE").exists()
+KILL_EPOCHS, KILL_STEPS = 4, 16  # a half-cycle of the cyclic LR is 2 epochs = 32 steps
+
+RESTORE_SPY = """
+import sys
+
+import numpy as np
+
+from orpheus import training
+from orpheus.cli import main
+
+out = sys.argv.pop(1)
+restore = training.Trainer._restore
+
+
+def spy(self, state):  # the real restore, then a copy of what the trainer holds right after it
+    restore(self, state)
+    groups = {"model": self.model.weights, "optimizer": self.optimizer.variables}
+    np.savez(out, **{f"{g}:{v.path}": v.numpy() for g, vs in groups.items() for v in vs})
+
+
+training.Trainer._restore = spy
+sys.argv[0] = "orpheus"
+main()
+"""
+
+
+@contextlib.contextmanager
+def _processes():
+    """Start commands with `start(log, *argv)`; whatever still runs at the end is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(log: Path, *argv: str) -> subprocess.Popen:
+        with open(log, "w") as fh:  # the child keeps its own descriptor
+            procs.append(
+                subprocess.Popen(argv, env=ENV, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+            )
+        return procs[-1]
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+
+
+def _tb_scalars(run: Path, split: str, pid: int, tag: str) -> dict[int, float]:
+    """step -> value of one scalar that process `pid` wrote to the run's TensorBoard logs.
+
+    Reads the event file's TFRecord framing directly (length, CRC, data, CRC), so a file that
+    the writer is appending to, or that a SIGKILL cut short, yields its complete records."""
+    files = [
+        p
+        for p in (run / "logs" / split).glob("events.out.tfevents.*")
+        if p.name.split(".")[-3] == str(pid)
+    ]
+    out: dict[int, float] = {}
+    for path in files:
+        data, pos = path.read_bytes(), 0
+        while pos + 12 <= len(data):
+            size = int.from_bytes(data[pos : pos + 8], "little")
+            if pos + 16 + size > len(data):
+                break
+            event = tf.compat.v1.Event.FromString(data[pos + 12 : pos + 12 + size])
+            pos += 16 + size
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out[event.step] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
+def _read_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    """'group:variable path' -> array, from the .npz with NumPy alone (its __names__ index)."""
+    with np.load(path, allow_pickle=False) as npz:
+        names = json.loads(npz["__names__"].tobytes())
+        return {
+            f"{group}:{name}": npz[f"{group}/{i:05d}"]
+            for group, group_names in names.items()
+            for i, name in enumerate(group_names)
+        }
+
+
+def _kill_mid_epoch(proc: subprocess.Popen, run: Path) -> None:
+    """SIGKILL `proc` once two epochs are saved and a later epoch has logged some of its steps."""
+    deadline = time.monotonic() + 400  # a safety net only: the markers decide when to kill
+    while True:
+        assert proc.poll() is None, "the run ended before it could be killed mid-epoch"
+        assert time.monotonic() < deadline, "no epoch finished within 400 s"
+        saved = 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            saved = json.loads((run / "state.json").read_text())["epoch"]
+        if saved >= 2:
+            steps = _tb_scalars(run, "train", proc.pid, "batch_loss")
+            if steps and max(steps) > saved * KILL_STEPS:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_sigkill_mid_epoch_then_resume_restores_the_last_epoch_optimizer_and_schedule(
+    built, tmp_path, loop
+):
+    """Kill `orpheus train` (Keras fit, or --custom) inside an epoch; --resume must continue from
+    the last saved epoch with the optimizer's exact state, on the uninterrupted run's LR curve."""
+    flags = ["--epochs", str(KILL_EPOCHS), "--steps-per-epoch", str(KILL_STEPS)]
+    flags += ["--schedule", "cyclic", *(["--custom"] if loop == "custom" else [])]
+    cli = [PY, "-m", "orpheus", "-w", str(built.root), "train"]
+    run, whole = built.root / f"runs/killed-{loop}", built.root / f"runs/whole-{loop}"
+    with _processes() as start:
+        reference = start(tmp_path / "whole.log", *cli, "--run-name", whole.name, *flags)
+        proc = start(tmp_path / "killed.log", *cli, "--run-name", run.name, *flags)
+        _kill_mid_epoch(proc, run)
+        killed = json.loads((run / "state.json").read_text())
+        done = killed["epoch"]
+        logged = _tb_scalars(run, "train", proc.pid, "batch_loss")
+        # killed inside epoch done+1, after it had logged some of its steps
+        assert done * KILL_STEPS < max(logged) < (done + 1) * KILL_STEPS, (done, max(logged))
+        assert killed["status"] == "running" and (run / "NOTE").is_file()
+        assert [h["epoch"] for h in killed["history"]] == list(range(1, done + 1))
+        # the last completed epoch's checkpoint, read now (the resumed run prunes old ones)
+        saved = _read_checkpoint(run / f"checkpoints/epoch-{done:04d}.npz")
+        (iteration,) = [k for k in saved if k.startswith("optimizer:") and k.endswith("/iteration")]
+        assert int(saved[iteration]) == done * KILL_STEPS
+        moments = [k for k in saved if k.endswith(("_momentum", "_velocity"))]
+        assert moments and any(np.any(saved[k] != 0) for k in moments)  # Adam has moved them
+
+        spied = tmp_path / "restored.npz"
+        resumed = start(
+            tmp_path / "resumed.log",
+            PY,
+            "-c",
+            textwrap.dedent(RESTORE_SPY),
+            str(spied),
+            "-w",
+            str(built.root),
+            "train",
+            "--resume",
+            run.name,
+        )
+        assert resumed.wait(timeout=600) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+        assert reference.wait(timeout=600) == 0, (tmp_path / "whole.log").read_text()[-3000:]
+        # right after the restore, every model and optimizer variable (iterations, learning rate,
+        # Adam's moments) holds exactly what the last completed epoch's checkpoint holds
+        with np.load(spied) as npz:
+            restored = dict(npz)
+        assert restored.keys() == saved.keys()
+        for key, value in saved.items():
+            np.testing.assert_array_equal(restored[key], value, err_msg=key)
+        log = (tmp_path / "resumed.log").read_text()
+        assert (
+            f"resuming after epoch {done} of {KILL_EPOCHS} from checkpoints/epoch-{done:04d}.npz"
+            in log
+        )
+
+        # the resumed process starts at the next epoch and the next optimizer step, and at every
+        # step its learning rate is the uninterrupted run's (the same float32 value)
+        lrs = _tb_scalars(run, "train", resumed.pid, "batch_learning_rate")
+        assert sorted(lrs) == list(range(done * KILL_STEPS + 1, KILL_EPOCHS * KILL_STEPS + 1))
+        uninterrupted = _tb_scalars(whole, "train", reference.pid, "batch_learning_rate")
+        assert sorted(uninterrupted) == list(range(1, KILL_EPOCHS * KILL_STEPS + 1))
+        assert lrs == {step: uninterrupted[step] for step in lrs}
+        assert len(set(lrs.values())) > len(lrs) // 2  # the cyclic LR changes step by step
+        epochs = _tb_scalars(run, "train", resumed.pid, "epoch_loss")
+        assert sorted(epochs) == list(range(done + 1, KILL_EPOCHS + 1))
+
+        final = json.loads((run / "state.json").read_text())
+        assert final["status"] == "completed" and not (run / "NOTE").exists()
+        assert final["epoch"] == KILL_EPOCHS and final["step"] == KILL_EPOCHS * KILL_STEPS
+        assert [h["epoch"] for h in final["history"]] == list(range(1, KILL_EPOCHS + 1))
+        assert final["history"][:done] == killed["history"]  # the saved epochs are not run again
+        assert final["loop"] == loop
+        assert json.loads((whole / "state.json").read_text())["step"] == final["step"]
 
 
 def _runs(ws_root: Path) -> set[str]:
