@@ -212,24 +212,27 @@ def test_a_build_killed_half_way_resumes_and_writes_every_track_once(tmp_path):
     assert not (out / records.PROGRESS_DIR).exists()
 
 
-def _readonly(path: Path) -> tuple[Path, object]:
-    """An unwritable output folder, even for root, and how to undo it.
+def _readonly(path: Path):
+    """Make the empty folder `path` unwritable, even for root; return how to undo it.
 
     Root writes through mode 555, so as root the folder is made immutable (chattr +i). Where the
-    container lacks CAP_LINUX_IMMUTABLE, a procfs folder stands in: nobody can create files there.
+    container lacks CAP_LINUX_IMMUTABLE, `path` becomes a link to a procfs folder, where nobody can
+    create files.
     """
     if os.geteuid() != 0:
         path.chmod(0o555)
-        return path, lambda: path.chmod(0o755)
+        return lambda: path.chmod(0o755)
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
-        return path, lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
-    return Path("/proc/self/fdinfo"), lambda: None
+        return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+    path.rmdir()
+    path.symlink_to("/proc/self/fdinfo")
+    return lambda: (path.unlink(), path.mkdir())
 
 
 def test_read_only_output_is_a_one_line_error_before_any_decoding(corpus, tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
-    out, undo = _readonly(out)
+    undo = _readonly(out)
     try:
         with pytest.raises(OrpheusError, match="cannot write TFRecords"):
             records.build(out, _plan(corpus), workers=1)
