@@ -349,3 +349,17 @@ def test_sigkill_during_scan_then_rerun_reuses_its_progress(example_corpus, tmp_
         assert_same_rows(killed.path(table), clean.path(table))
     assert len(pd.read_parquet(clean.path("data/scan.parquet"))) > n // 2
     assert Workspace.open(killed.root).state("scan") == "ok"
+
+
+def test_checkpoint_settings_are_config_keys_and_must_be_positive(tmp_path):
+    from orpheus.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "ws")
+    w = str(ws.root)
+    assert orpheus("-w", w, "config", "set", "scan.checkpoint_files", "100").exit_code == 0
+    assert orpheus("-w", w, "config", "set", "silence.checkpoint_seconds", "0.5").exit_code == 0
+    cfg = Workspace.open(ws.root).config
+    assert (cfg["scan"]["checkpoint_files"], cfg["silence"]["checkpoint_seconds"]) == (100, 0.5)
+    for key in ("scan.checkpoint_files", "scan.checkpoint_seconds", "silence.checkpoint_tracks"):
+        bad = orpheus("-w", w, "config", "set", key, "0")
+        assert bad.exit_code == 2 and "must be > 0" in bad.stderr, bad.output
