@@ -191,6 +191,7 @@ class Journal:
         import pandas as pd
 
         if self._pending:
+            self.folder.mkdir(parents=True, exist_ok=True)  # a concurrent run may have cleared it
             frame = pd.DataFrame.from_records(self._pending, columns=list(self.columns))
             save_table(frame.astype(self.columns), self.folder / f"{self._next:06d}.parquet")
             self._next += 1
