@@ -1,6 +1,10 @@
 """Tagging results out of the Tagger and into the world: JSON records, CSV rows, the embeddings
 file, taggram plots, and tags written into an audio file's own metadata.
 
+Records stream: `RecordStream` writes each file's record (a JSON line or CSV rows) and flushes it
+the moment the file is done, so a killed batch loses only the files in flight, and
+`previous_records` reads back what an earlier run left, for `predict --resume`.
+
 Kept apart from `orpheus.tagger` so it imports no TensorFlow; `predict` and `record` share it,
 and so can notebooks. A result here is any object with the `TagResult` attributes.
 """
@@ -9,12 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -27,6 +32,9 @@ if TYPE_CHECKING:
 TAG_FIELD = "ORPHEUS_TAGS"
 MODEL_FIELD = "ORPHEUS_MODEL"
 DIGITS = 6
+FORMATS = ("table", "json", "jsonl", "csv")
+STREAMED = ("jsonl", "csv")  # written row by row; the others are rendered once, at the end
+CSV_META = ["path", "model", "size", "mtime_ns", "note"]
 
 
 def record(
@@ -36,17 +44,28 @@ def record(
     tags: Sequence[tuple[str, float]],
     *,
     taggram: bool = False,
+    size: int | None = None,
+    mtime_ns: int | None = None,
 ) -> dict:
-    """The JSON object of one file: path, model, kept tags, every label's probability."""
+    """The JSON object of one file: path, model, the file's size and modification time (what
+    `--resume` compares), kept tags, every label's probability (none for a silent song), and a
+    `note` ("silent", "short") when there is one."""
+    silent = len(result.taggram) == 0
     obj = {
         "path": path,
         "model": model,
+        "size": size,
+        "mtime_ns": mtime_ns,
         "tags": [{"tag": t, "probability": round(p, DIGITS)} for t, p in tags],
-        "probabilities": {
+        "probabilities": {}
+        if silent
+        else {
             label: round(float(p), DIGITS)
             for label, p in zip(result.labels, result.probabilities, strict=True)
         },
     }
+    if result.note:
+        obj["note"] = result.note
     if taggram:
         obj["taggram"] = {
             "window_seconds": round(result.window_seconds, DIGITS),
@@ -56,24 +75,146 @@ def record(
     return obj
 
 
-def csv_text(records: Sequence[dict], labels: Sequence[str], *, taggram: bool = False) -> str:
-    """One row per file (path, model, tags as `tag:p;...`, then one column per label).
+def csv_header(labels: Sequence[str], *, taggram: bool = False) -> list[str]:
+    """path, model, size, mtime_ns, note, [window_start,] tags, then one column per label."""
+    return [*CSV_META, *(["window_start"] if taggram else []), "tags", *labels]
 
-    With `taggram`, a `window_start` column is added and each file's row (empty window_start)
-    is followed by one row per window.
-    """
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    head = ["path", "model", *(["window_start"] if taggram else []), "tags", *labels]
-    writer.writerow(head)
+
+def csv_rows(rec: dict, labels: Sequence[str], *, taggram: bool = False) -> list[list]:
+    """One file's CSV rows: its own row (tags as `tag:p;...`), then with `taggram` one row per
+    window (its start in `window_start`)."""
+    meta = [rec["path"], rec["model"], rec.get("size"), rec.get("mtime_ns"), rec.get("note")]
+    meta = ["" if v is None else v for v in meta]
+    tags = ";".join(f"{t['tag']}:{t['probability']:.4f}" for t in rec["tags"])
+    probs = [rec["probabilities"].get(label, "") for label in labels]
+    rows = [[*meta, *([""] if taggram else []), tags, *probs]]
+    if taggram:
+        gram = rec["taggram"]
+        for start, row in zip(gram["start"], gram["probabilities"], strict=True):
+            rows.append([*meta, start, "", *row])
+    return rows
+
+
+def csv_text(records: Sequence[dict], labels: Sequence[str], *, taggram: bool = False) -> str:
+    """The header, then each file's `csv_rows`."""
+    rows = [csv_header(labels, taggram=taggram)]
     for rec in records:
-        tags = ";".join(f"{t['tag']}:{t['probability']:.4f}" for t in rec["tags"])
-        probs = [rec["probabilities"].get(label, "") for label in labels]
-        writer.writerow([rec["path"], rec["model"], *([""] if taggram else []), tags, *probs])
-        if taggram:
-            gram = rec["taggram"]
-            for start, row in zip(gram["start"], gram["probabilities"], strict=True):
-                writer.writerow([rec["path"], rec["model"], start, "", *row])
+        rows += csv_rows(rec, labels, taggram=taggram)
+    return _csv_lines(rows)
+
+
+class RecordStream:
+    """Writes each record as a JSON line or as CSV rows (the header before the first) and
+    flushes it at once: what a kill leaves is every finished file plus at most one torn line."""
+
+    def __init__(self, fh: TextIO, fmt: str, *, taggram: bool = False, header: bool = True):
+        if fmt not in STREAMED:
+            raise ValueError(f"cannot stream {fmt!r}")
+        self.fh, self.format, self.taggram, self._header = fh, fmt, taggram, header
+        self._csv = csv.writer(fh, lineterminator="\n")
+
+    def write(self, rec: dict, labels: Sequence[str]) -> None:
+        if self.format == "jsonl":
+            self.fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        else:
+            if self._header:
+                self._csv.writerow(csv_header(labels, taggram=self.taggram))
+                self._header = False
+            self._csv.writerows(csv_rows(rec, labels, taggram=self.taggram))
+        self.fh.flush()
+
+
+def partial_path(output: Path) -> Path:
+    """Where `table` and `json` outputs keep finished records (JSON Lines) until the end."""
+    return output.with_name(output.name + ".partial")
+
+
+def previous_records(output: Path, fmt: str, *, taggram: bool = False) -> list[dict]:
+    """The records an earlier run of this output left, for `--resume`; [] if it left none.
+
+    JSON Lines and CSV are read from `output` itself: a torn last line (a kill mid-write) is
+    dropped and cut off the file, so that the resumed run appends after whole records. `json` is
+    read from the finished file and from its `.partial`; `table` only from its `.partial`.
+    """
+    output = Path(output)
+    if fmt == "jsonl":
+        return _read_jsonl(output)
+    if fmt == "csv":
+        return _read_csv(output, taggram)
+    partial = _read_jsonl(partial_path(output))
+    if fmt == "table":
+        if output.exists() and not partial_path(output).exists():
+            raise OrpheusError(
+                f"cannot resume from {output}: a finished table cannot be read back",
+                hint="use --format jsonl, csv or json for an output that --resume can read",
+            )
+        return partial
+    finished: list[dict] = []
+    if output.exists():
+        try:
+            finished = json.loads(output.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise OrpheusError(f"cannot resume from {output}: not a JSON list of records") from None
+        if not isinstance(finished, list) or not all(isinstance(r, dict) for r in finished):
+            raise OrpheusError(f"cannot resume from {output}: not a JSON list of records")
+    again = {r.get("path") for r in partial}
+    return [r for r in finished if r.get("path") not in again] + partial
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records, end = [], 0
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            rec = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict) or "path" not in rec:
+            if end + len(line) < len(data):  # only the last line can be torn by a kill
+                raise OrpheusError(f"cannot resume from {path}: line {number} is not a record")
+            break
+        records.append(rec)
+        end += len(line)
+    if end < len(data):
+        os.truncate(path, end)
+    return records
+
+
+def _read_csv(path: Path, taggram: bool) -> list[dict]:
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    text = path.read_text(encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    head = rows[0]
+    if head[: len(CSV_META)] != CSV_META or ("window_start" in head) != taggram:
+        raise OrpheusError(
+            f"cannot resume from {path}: not a CSV that predict wrote with these options",
+            hint="resume with the options of the first run (same --taggram), or another -o",
+        )
+    whole = rows[1:]
+    if not text.endswith("\n") or (whole and len(whole[-1]) != len(head)):
+        whole = whole[:-1]  # torn by a kill
+    if taggram:  # a file's window rows follow its row; the last file may lack some: redo it
+        last_file = max((i for i, r in enumerate(whole) if r[len(CSV_META)] == ""), default=0)
+        whole = whole[:last_file]
+    if len(whole) != len(rows) - 1:
+        write_atomic_via(path, lambda fh: fh.write(_csv_lines([head, *whole]).encode("utf-8")))
+    records = []
+    for row in whole:
+        if taggram and row[len(CSV_META)] != "":
+            continue  # a window row
+        rec = dict(zip(CSV_META, row, strict=False))
+        for key in ("size", "mtime_ns"):
+            rec[key] = int(rec[key]) if rec[key] else None
+        records.append(rec)
+    return records
+
+
+def _csv_lines(rows: Sequence[Sequence]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
     return out.getvalue()
 
 

@@ -6,6 +6,15 @@ it), the windows go through the model in batches, and the result is a taggram (o
 probabilities per window), its mean over windows (the song-level prediction), and optionally the
 penultimate-layer embedding of every window (the input of the model's `output` layer).
 
+Silence and very short audio: a window quieter than `silence_db` (RMS, `audio.window_rms_db`)
+is left out of the mean, and a song whose windows are all silent gets no probabilities (note
+"silent"); a file shorter than `min_seconds` is not tagged (an `AudioError`, "too short"), and one
+shorter than a window is tagged with the note "short".
+
+TensorFlow is imported when a Tagger is built, not with this module: `tag_files` decodes with
+a model loader in hand and calls it only once a file has decoded, so a batch of broken files
+never pays for loading the model.
+
 Features come from `orpheus.audio` only. Models:
 - the bundled musicnn taggers (`msd-musicnn`, `mtt-musicnn`): 187-frame (3 s) log-mel patches fed
   as they are (musicnn normalises with its own input BatchNorm), through the exact, faster
@@ -23,17 +32,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
 from orpheus import audio, pretrained
 from orpheus.audio import LogMelParams
-from orpheus.dataset import even_windows, normalise, window_starts
 from orpheus.errors import OrpheusError
-from orpheus.models.musicnn import PATCH_FRAMES, build_musicnn, pool_before_norm
+
+if TYPE_CHECKING:
+    import keras
 
 MODEL_FILE = "model.keras"
 LOG_MEL, WAVEFORM = "log-mel", "waveform"
@@ -49,17 +58,21 @@ class TagResult:
     window_seconds: float
     embeddings: np.ndarray | None = None  # (windows, dim) penultimate-layer vectors
     duration: float = 0.0  # seconds of audio tagged
+    note: str | None = None  # "silent" (no window above the floor) or "short" (under a window)
 
     @property
     def probabilities(self) -> np.ndarray:
-        """Song-level probabilities: the mean of the taggram over windows."""
+        """Song-level probabilities: the mean of the taggram over its (audible) windows; NaN for
+        a silent song, which has none."""
+        if len(self.taggram) == 0:
+            return np.full(len(self.labels), np.nan, dtype=np.float32)
         return self.taggram.mean(axis=0)
 
     def top(self, threshold: float = 0.0, top_k: int | None = None) -> list[tuple[str, float]]:
         """(label, probability) with probability >= threshold, most probable first."""
         p = self.probabilities
         order = sorted(range(len(p)), key=lambda i: (-p[i], i))
-        kept = [(self.labels[i], float(p[i])) for i in order if p[i] >= threshold]
+        kept = [(self.labels[i], float(p[i])) for i in order if p[i] >= threshold]  # NaN: none
         return kept if top_k is None else kept[:top_k]
 
 
@@ -80,6 +93,9 @@ class Tagger:
         batch_size: int = 16,
         inference_graph: Callable[[keras.Model], keras.Model] | None = None,
     ):
+        import keras
+        import tensorflow as tf
+
         if frontend not in (LOG_MEL, WAVEFORM):
             raise OrpheusError(f"model {name}: unknown front end {frontend!r}")
         if model.output_shape[-1] != len(labels):
@@ -109,6 +125,8 @@ class Tagger:
     @classmethod
     def pretrained(cls, name: str = pretrained.DEFAULT, **kwargs) -> Tagger:
         """A bundled musicnn model (`msd-musicnn`, `mtt-musicnn`)."""
+        from orpheus.models.musicnn import PATCH_FRAMES, build_musicnn, pool_before_norm
+
         labels = pretrained.labels(name)
         model = build_musicnn(len(labels))
         model.load_weights(pretrained.weights_path(name))
@@ -149,11 +167,13 @@ class Tagger:
         try:
             labels = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
             cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+            import keras
+
             model = keras.models.load_model(run_dir / MODEL_FILE, safe_mode=True, compile=False)
         except Exception as exc:  # a corrupt or foreign file: say which, never a traceback
             raise OrpheusError(f"cannot load run {name}: {type(exc).__name__}: {exc}") from None
         records = cfg.get("tfrecords", {})
-        sample_rate = int(records.get("sample_rate", audio.DEFAULT_SR))
+        sample_rate = run_sample_rate(run_dir)
         mel = LogMelParams(
             sample_rate=sample_rate,
             n_fft=int(records.get("n_fft", 512)),
@@ -197,6 +217,8 @@ class Tagger:
         self, features: np.ndarray, hop: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(windows, start times in seconds) covering the track, about `hop` seconds apart."""
+        from orpheus.dataset import even_windows, normalise, window_starts
+
         hop_steps = self.window if hop is None else max(1, round(hop / self.step_seconds))
         wins = even_windows(features, self.window, hop_steps)
         starts = window_starts(len(features), self.window, hop_steps)
@@ -213,72 +235,55 @@ class Tagger:
         *,
         hop: float | None = None,
         embeddings: bool = False,
+        silence_db: float = audio.SILENCE_DB,
+        min_seconds: float = audio.MIN_SECONDS,
     ) -> TagResult:
-        """Tag mono audio `y` (resampled from `sr` when it differs from the model's rate)."""
-        return self._run(self._prepare_array(y, sr, hop), embeddings)
+        """Tag mono audio `y` (resampled from `sr` when it differs from the model's rate).
 
-    def tag_file(
-        self, path: str | Path, *, hop: float | None = None, embeddings: bool = False
-    ) -> TagResult:
-        """Tag one audio file (raises `audio.AudioError` if it cannot be decoded)."""
-        return self._run(self._prepare_file(path, hop), embeddings)
-
-    def tag_files(
-        self,
-        paths: Iterable[str | Path],
-        *,
-        hop: float | None = None,
-        embeddings: bool = False,
-        workers: int = 2,
-    ) -> Iterator[tuple[Path, TagResult | audio.AudioError]]:
-        """Tag files in order; decoding runs ahead in threads while the model runs.
-
-        Undecodable files yield their `AudioError` instead of a result, so one bad file never
-        stops a batch.
+        Raises `audio.AudioError` ("too short") for audio shorter than `min_seconds`.
         """
-        paths = [Path(p) for p in paths]
-        ahead = max(1, workers) * 2
-        # The decoding threads' log-mel calls BLAS; OpenBLAS's own threads would then spin
-        # against the model's for the same cores (~20% of the throughput on 2 cores).
-        with (
-            threadpool_limits(1, user_api="blas"),
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        ):
-            pending: deque = deque()
-            queue = iter(paths)
-            for p in queue:
-                pending.append((p, pool.submit(self._prepare_file, p, hop)))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                p, future = pending.popleft()
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(self._prepare_file, nxt, hop)))
-                try:
-                    prepared = future.result()
-                except audio.AudioError as exc:
-                    yield p, exc
-                    continue
-                yield p, self._run(prepared, embeddings)
-
-    def _prepare_file(self, path: str | Path, hop: float | None):
-        return self._prepare_array(audio.load(path, sr=self.sample_rate), self.sample_rate, hop)
-
-    def _prepare_array(self, y: np.ndarray, sr: int | None, hop: float | None):
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 1:
             y = audio.to_mono(y)
-        if y.size == 0:
-            raise audio.AudioError("no audio samples to tag")
         if sr is not None and sr != self.sample_rate:
             y = audio.resample(y, sr, self.sample_rate)
-        wins, starts = self.windows(self.features(y), hop)
-        return wins, starts, len(y) / self.sample_rate
+        check_length(y, self.sample_rate, min_seconds, "audio")
+        return self._run(self._prepare(y, hop, silence_db), embeddings)
 
-    def _run(self, prepared, embeddings: bool) -> TagResult:
-        wins, starts, duration = prepared
-        probs, embs = [], []
+    def tag_file(
+        self,
+        path: str | Path,
+        *,
+        hop: float | None = None,
+        embeddings: bool = False,
+        silence_db: float = audio.SILENCE_DB,
+        min_seconds: float = audio.MIN_SECONDS,
+    ) -> TagResult:
+        """Tag one audio file (`audio.AudioError` if it cannot be decoded or is too short)."""
+        y = decode(path, self.sample_rate, min_seconds)
+        return self._run(self._prepare(y, hop, silence_db), embeddings)
+
+    def tag_files(
+        self, paths: Iterable[str | Path], **options
+    ) -> Iterator[tuple[Path, TagResult | audio.AudioError]]:
+        """`tag_files` with this Tagger (the options are that function's)."""
+        return tag_files(paths, lambda: self, self.sample_rate, **options)
+
+    def _prepare(self, y: np.ndarray, hop: float | None, silence_db: float) -> _Prepared:
+        """Windows of mono audio at the model's rate, the silent ones left out."""
+        wins, starts = self.windows(self.features(y), hop)
+        audible = audio.window_rms_db(y, self.sample_rate, starts, self.window_seconds)
+        keep = audible >= silence_db
+        duration = len(y) / self.sample_rate
+        note = "silent" if not keep.any() else "short" if duration < self.window_seconds else None
+        return _Prepared(wins[keep], starts[keep], duration, note)
+
+    def _run(self, prepared: _Prepared, embeddings: bool) -> TagResult:
+        import tensorflow as tf
+
+        wins = prepared.windows
+        probs = [np.zeros((0, len(self.labels)), np.float32)]
+        embs = [np.zeros((0, self.embedding_size), np.float32)]
         for i in range(0, len(wins), self.batch_size):
             p, e = self._forward(tf.constant(wins[i : i + self.batch_size]))
             probs.append(p.numpy())
@@ -287,8 +292,97 @@ class Tagger:
         return TagResult(
             labels=self.labels,
             taggram=np.concatenate(probs).astype(np.float32),
-            starts=starts,
+            starts=prepared.starts,
             window_seconds=self.window_seconds,
             embeddings=np.concatenate(embs).astype(np.float32) if embeddings else None,
-            duration=duration,
+            duration=prepared.duration,
+            note=prepared.note,
         )
+
+
+@dataclass
+class _Prepared:
+    """One song's model input: its audible windows, their starts, its length and its note."""
+
+    windows: np.ndarray
+    starts: np.ndarray
+    duration: float
+    note: str | None
+
+
+def run_sample_rate(run_dir: str | Path) -> int:
+    """The sample rate a trained run's features use (from its config.json; no TensorFlow)."""
+    try:
+        cfg = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+        return int(cfg.get("tfrecords", {}).get("sample_rate", audio.DEFAULT_SR))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return audio.DEFAULT_SR  # loading the run reports what is wrong with it
+
+
+def check_length(y: np.ndarray, sr: int, min_seconds: float, source: str | Path) -> None:
+    """Raise `audio.AudioError` ("too short") for audio under `min_seconds`."""
+    if len(y) == 0 or len(y) < min_seconds * sr:
+        raise audio.AudioError(source, f"too short ({len(y) / sr:.3g} s)")
+
+
+def decode(path: str | Path, sr: int, min_seconds: float = audio.MIN_SECONDS) -> np.ndarray:
+    """A file as mono audio at `sr`, checked to be long enough to tag."""
+    y = audio.load(path, sr=sr)
+    check_length(y, sr, min_seconds, path)
+    return y
+
+
+def tag_files(
+    paths: Iterable[str | Path],
+    load: Callable[[], Tagger],
+    sample_rate: int,
+    *,
+    hop: float | None = None,
+    embeddings: bool = False,
+    workers: int = 2,
+    silence_db: float = audio.SILENCE_DB,
+    min_seconds: float = audio.MIN_SECONDS,
+) -> Iterator[tuple[Path, TagResult | audio.AudioError]]:
+    """Tag files in order; decoding runs ahead in threads while the model runs.
+
+    `load` is called once, when the first file has decoded, so a batch of broken files never
+    loads the model. Undecodable and too-short files yield their `AudioError` instead of a
+    result, so one bad file never stops a batch.
+    """
+    paths = [Path(p) for p in paths]
+    ahead = max(1, workers) * 2
+    loaded: list[Tagger] = []
+
+    def job(path: Path) -> _Prepared | np.ndarray:
+        y = decode(path, sample_rate, min_seconds)
+        # Before the model is loaded its window recipe is unknown: the main thread prepares.
+        return loaded[0]._prepare(y, hop, silence_db) if loaded else y
+
+    # The decoding threads' log-mel calls BLAS; OpenBLAS's own threads would then spin
+    # against the model's for the same cores (~20% of the throughput on 2 cores).
+    with (
+        threadpool_limits(1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+    ):
+        pending: deque = deque()
+        queue = iter(paths)
+        for p in queue:
+            pending.append((p, pool.submit(job, p)))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            p, future = pending.popleft()
+            nxt = next(queue, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(job, nxt)))
+            try:
+                prepared = future.result()
+            except audio.AudioError as exc:
+                yield p, exc
+                continue
+            if not loaded:
+                loaded.append(load())
+            tagger = loaded[0]
+            if not isinstance(prepared, _Prepared):
+                prepared = tagger._prepare(prepared, hop, silence_db)
+            yield p, tagger._run(prepared, embeddings)

@@ -49,8 +49,10 @@ def test_json_is_the_documented_shape(songs, tmp_path):
     records = json.loads(result.stdout)
     assert [Path(r["path"]).name for r in records] == ["a.wav", "b.mp3", "c.flac"]
     for rec in records:
-        assert set(rec) == {"path", "model", "tags", "probabilities"}
+        assert set(rec) == {"path", "model", "size", "mtime_ns", "tags", "probabilities"}
         assert rec["model"] == "msd-musicnn" and len(rec["probabilities"]) == 50
+        stat = os.stat(rec["path"])
+        assert (rec["size"], rec["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
         probs = [t["probability"] for t in rec["tags"]]
         assert probs == sorted(probs, reverse=True) and min(probs, default=1) >= 0.05
         expected = {k for k, p in rec["probabilities"].items() if p >= 0.05}
@@ -80,7 +82,8 @@ def test_csv_table_and_mtt_model(songs, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     head = lines[0].split(",")
-    assert head[:3] == ["path", "model", "tags"] and head[3] == "guitar" and len(head) == 53
+    assert head[:6] == ["path", "model", "size", "mtime_ns", "note", "tags"]
+    assert head[6] == "guitar" and len(head) == 56
     assert len(lines) == 4 and all(",mtt-musicnn," in line for line in lines[1:])
     # the table's columns are cut to the console's width: fix it so that long paths stay whole
     monkeypatch.setattr(console, "_width", 1000)
@@ -177,7 +180,7 @@ def test_partial_and_bad_input(songs, tmp_path):
     cases = [
         (["predict", tmp_path / "missing.wav"], "no such file"),
         (["predict", tmp_path / "empty"], "no audio files"),
-        (["predict", tmp_path / "fake.mp3"], "cannot decode"),
+        (["predict", tmp_path / "fake.mp3"], "not a recognised audio format"),
         (["predict", songs / "a.wav", "--model", "nope"], "unknown model"),
         (["predict", songs / "a.wav", "-t", "1.5"], "Invalid value"),
         (["predict", songs / "a.wav", "--format", "xml"], "Invalid value"),

@@ -74,7 +74,7 @@ def test_record_without_workspace_saves_where_asked(filecap, tmp_path):
     )  # fmt: skip
     assert rec.returncode == 0, rec.stderr
     assert sf.read(target, dtype="int16")[0].tolist() == filecap["samples"][:SR].tolist()
-    assert rec.stdout.startswith("path,model,tags,rock,")
+    assert rec.stdout.startswith("path,model,size,mtime_ns,note,tags,rock,")
 
 
 def test_devices_and_device_errors(filecap, tmp_path):

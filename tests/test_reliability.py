@@ -191,13 +191,22 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
 
 def test_predict_tags_every_rate_channel_count_and_edge_case(audio, tiny_run):
     files = audio["good"] + audio["edge"] + audio["truncated"]
-    result = orpheus("predict", *files, "--model", tiny_run, "-f", "json")
+    # --min-seconds 0: the 0.05 s and one-sample files are tagged too (by default: too short)
+    args = ["--model", tiny_run, "-f", "json", "--min-seconds", "0"]
+    result = orpheus("predict", *files, *args)
     assert_clean_failure(result, 0)
     records = json.loads(result.stdout)
     assert [r["path"] for r in records] == [str(p) for p in files]
     for rec in records:
+        # digital silence (the one sample of a sine at t = 0 is 0 too): no tags at all
+        if rec["path"] in (str(audio["edge"][0]), str(audio["edge"][2])):
+            assert rec["note"] == "silent" and rec["probabilities"] == {} and rec["tags"] == []
+            continue
         assert set(rec["probabilities"]) == {"a", "b", "c"}
         assert all(0.0 <= p <= 1.0 for p in rec["probabilities"].values())
+    default = orpheus("predict", *audio["edge"], "--model", tiny_run, "-f", "json")
+    for short in audio["edge"][1:]:
+        assert f"skipped {short}: too short" in default.stderr
 
 
 def test_silence_analysis_of_every_rate_channel_count_and_edge_case(audio):
@@ -241,7 +250,7 @@ def test_libmpg123_notes_about_a_damaged_mp3_are_dropped_unless_verbose(audio, t
     assert "Illegal Audio-MPEG-Header" in verbose.stderr
     # ... and without -v the one line Orpheus prints is all the user sees about it
     assert "Illegal Audio-MPEG-Header" not in quiet.stderr and "Note:" not in quiet.stderr
-    assert f"skipped cannot decode {page}" in quiet.stderr
+    assert f"skipped {page}: not a recognised audio format" in quiet.stderr
     assert len(json.loads(quiet.stdout)) == 1
 
 

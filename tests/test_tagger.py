@@ -59,9 +59,64 @@ def test_top_threshold_and_top_k(msd):
     assert result.top(1.01) == []
 
 
-def test_short_audio_is_repeat_padded(msd):
-    result = msd.tag(music(0.5))
+def test_short_audio_is_repeat_padded_and_too_short_audio_is_refused(msd):
+    result = msd.tag(music(0.5), min_seconds=0.25)
     assert result.taggram.shape == (1, 50) and np.isfinite(result.taggram).all()
+    assert result.note == "short"  # under one 3 s window
+    assert msd.tag(music(4.0)).note is None
+    with pytest.raises(audio.AudioError, match=r"too short \(0.5 s\)"):
+        msd.tag(music(0.5))  # the default minimum is 1 s
+    with pytest.raises(audio.AudioError, match="too short"):
+        msd.tag(np.zeros(0, np.float32), min_seconds=0)  # no sample at all: never tagged
+    one = msd.tag(music(1.0)[:1], min_seconds=0)  # one sample, when the user allows it
+    assert one.note == "short" and one.taggram.shape == (1, 50)
+
+
+def test_window_loudness_by_hand():
+    # 1 kHz, 100-sample blocks: 1 s at a constant 0.1 (-20 dBFS), 1 s of zeros, 1 s of a
+    # full-scale square wave (0 dBFS), 0.05 s of 0.5 (-6.02 dBFS).
+    sr = 1000
+    y = np.concatenate(
+        [np.full(1000, 0.1), np.zeros(1000), np.tile([1.0, -1.0], 500), np.full(50, 0.5)]
+    ).astype(np.float32)
+    starts = np.array([0.0, 1.0, 2.0, 3.0, 1.5])
+    db = audio.window_rms_db(y, sr, starts, 1.0, block=100)
+    # the last window runs past the end: only its 50 real samples count; the one at 1.5 s is half
+    # silence, half square wave: mean square 0.5 -> -3.01 dB
+    expected = [-20.0, -200.0, 0.0, 20 * np.log10(0.5), 10 * np.log10(0.5)]
+    np.testing.assert_allclose(db, expected, atol=1e-4)
+    # a start inside a block takes the whole block: 0.95 s covers blocks 9..19, 0.1 then zeros
+    (partly,) = audio.window_rms_db(y, sr, np.array([0.95]), 1.0, block=100)
+    assert partly == pytest.approx(10 * np.log10(0.01 * 100 / 1100), abs=1e-4)
+
+
+def test_silent_windows_are_left_out_of_the_mean(msd):
+    rng = np.random.default_rng(5)
+    song = music(6.0, seed=4)
+    # 6 s of music, then 6 s of noise at -70 dBFS RMS (below the -60 dB floor)
+    quiet = (rng.standard_normal(6 * SR) * 10 ** (-70 / 20)).astype(np.float32)
+    y = np.concatenate([song, quiet])
+    result = msd.tag(y, hop=1.5)
+    everything = msd.tag(y, hop=1.5, silence_db=-np.inf)
+    windows, starts = msd.windows(audio.log_mel(y), 1.5)
+    loud = audio.window_rms_db(y, SR, starts, msd.window_seconds) >= -60
+    assert 0 < loud.sum() < len(loud) and len(everything.taggram) == len(loud)
+    np.testing.assert_array_equal(result.starts, starts[loud])
+    np.testing.assert_allclose(result.taggram, everything.taggram[loud], atol=1e-6)
+    np.testing.assert_allclose(result.probabilities, result.taggram.mean(axis=0), rtol=1e-6)
+    assert result.note is None and all(s < 6.0 for s in result.starts)
+
+
+def test_a_silent_song_gets_no_tags(msd):
+    rng = np.random.default_rng(6)
+    for y in (np.zeros(5 * SR, np.float32), rng.standard_normal(5 * SR) * 10 ** (-70 / 20)):
+        result = msd.tag(y)
+        assert result.note == "silent" and result.taggram.shape == (0, 50)
+        assert result.top(0.0) == [] and np.isnan(result.probabilities).all()
+    # -50 dBFS hiss is above the floor: tagged like any sound, unless the floor is raised
+    hiss = (rng.standard_normal(5 * SR) * 10 ** (-50 / 20)).astype(np.float32)
+    assert msd.tag(hiss).note is None and len(msd.tag(hiss).taggram) == 2
+    assert msd.tag(hiss, silence_db=-40).note == "silent"
 
 
 def test_files_arrays_and_resampling_agree(msd, tmp_path):

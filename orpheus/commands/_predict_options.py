@@ -1,13 +1,19 @@
 """What `predict` and `record` share: their tagging options, the model choice, the input list,
-and the one flow that tags files and renders the results (table, JSON, CSV, plots, embeddings,
-tags written into the files).
+and the one flow that tags files and renders the results (table, JSON, JSON Lines, CSV, plots,
+embeddings, tags written into the files).
+
+Results stream: each file's record is written (JSON Lines, CSV) or kept in `OUTPUT.partial`
+(table, JSON with `-o`) the moment the file is tagged, so an interrupted batch keeps its finished
+work, and `--resume` tags only what the output does not already hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -17,15 +23,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orpheus import pretrained
+from orpheus import audio, pretrained
 from orpheus.commands._common import console, err_console, info, options, progress
 from orpheus.errors import EXIT_OK, EXIT_PARTIAL, OrpheusError
+from orpheus.results import FORMATS, STREAMED
 
-AUDIO_SUFFIXES = {
-    ".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au", ".w64",
-    ".caf",
-}  # fmt: skip
-FORMATS = ("table", "json", "csv")
 GLOB_CHARS = set("*?[")
 
 
@@ -65,9 +67,20 @@ Hop = Annotated[
     ),
 ]
 Format = Annotated[
-    str, typer.Option("--format", "-f", callback=_format, help="table, json or csv.")
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        callback=_format,
+        help="table, json, jsonl (one JSON object per line) or csv. jsonl and csv are written "
+        "file by file as they are tagged.",
+    ),
 ]
-Taggram = Annotated[bool, typer.Option("--taggram", help="Also output per-window probabilities.")]
+# metavar="": Typer would print `<bool>` beside a flag, as if it took a value.
+Taggram = Annotated[
+    bool,
+    typer.Option("--taggram", metavar="", help="Also output per-window probabilities."),
+]
 Embeddings = Annotated[
     Path | None,
     typer.Option("--embeddings", help="Write penultimate-layer vectors to this .npz file."),
@@ -79,11 +92,33 @@ Plot = Annotated[
 WriteTags = Annotated[
     bool,
     typer.Option(
-        "--write-tags", help="Write the kept tags into each file's metadata (audio untouched)."
+        "--write-tags",
+        metavar="",
+        help="Write the kept tags into each file's metadata (audio untouched).",
     ),
 ]
 Output = Annotated[
     Path | None, typer.Option("-o", "--output", help="Write the results here, not stdout.")
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        metavar="",
+        help="With -o: skip the files the output already holds (same size and modification "
+        "time), and add the rest.",
+    ),
+]
+SilenceDb = Annotated[
+    float,
+    typer.Option(
+        "--silence-db",
+        help="Windows quieter than this (RMS, dBFS) are silence: left out of the song's mean.",
+    ),
+]
+MinSeconds = Annotated[
+    float,
+    typer.Option("--min-seconds", min=0.0, help="Skip files shorter than this, as too short."),
 ]
 
 
@@ -101,18 +136,31 @@ class PredictOptions:
     plot: Path | None = None
     write_tags: bool = False
     output: Path | None = None
+    resume: bool = False
+    silence_db: float = audio.SILENCE_DB
+    min_seconds: float = audio.MIN_SECONDS
 
 
 # -- inputs ---------------------------------------------------------------------------------
 
 
-def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Files, folders (recursively: audio suffixes only) and globs -> (files, problems)."""
+def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str], int]:
+    """Files, folders (recursively, through symlinked folders: audio extensions only) and globs
+    -> (files, problems, count of non-audio files ignored in folders)."""
     files: list[Path] = []
     problems: list[str] = []
+    ignored = 0
+
+    def folder(path: Path) -> list[Path]:
+        nonlocal ignored
+        found, others, trouble = audio.audio_files(path)
+        ignored += others
+        problems.extend(trouble)
+        return found
+
     for given in paths:
         if given.is_dir():
-            found = _audio_in(given)
+            found = folder(given)
             files += found
             if not found:
                 problems.append(f"{given}: no audio files in this folder")
@@ -120,19 +168,13 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
             files.append(given)
         elif GLOB_CHARS & set(str(given)):
             matches = [Path(m) for m in sorted(glob.glob(str(given), recursive=True))]
-            found = [f for m in matches for f in (_audio_in(m) if m.is_dir() else [m])]
+            found = [f for m in matches for f in (folder(m) if m.is_dir() else [m])]
             files += found
             if not found:
                 problems.append(f"{given}: no files match")
         else:
             problems.append(f"{given}: no such file or folder")
-    return list(dict.fromkeys(files)), problems
-
-
-def _audio_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
-    )
+    return list(dict.fromkeys(files)), problems, ignored
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -185,16 +227,25 @@ def resolve_model(ctx: typer.Context, model: str | None) -> tuple[str, str | Pat
     raise OrpheusError(f"unknown model {model!r}", hint=f"choose one of: {', '.join(choices)}")
 
 
-def load_tagger(ctx: typer.Context, model: str | None):
-    """Resolve and load the model (this is where TensorFlow gets imported)."""
-    kind, value = resolve_model(ctx, model)
-    info(ctx, f"loading model {value if kind == 'pretrained' else 'run/' + Path(value).name}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from orpheus.tagger import Tagger
+def model_loader(ctx: typer.Context, model: str | None):
+    """(name, sample rate, load) for the model, without TensorFlow: `load()` builds the Tagger
+    (this is where TensorFlow gets imported), once a file needs it."""
+    from orpheus.tagger import run_sample_rate
 
-    if kind == "pretrained":
-        return Tagger.pretrained(str(value))
-    return Tagger.from_run_dir(Path(value))
+    kind, value = resolve_model(ctx, model)
+    name = str(value) if kind == "pretrained" else f"run/{Path(value).name}"
+
+    def load():
+        info(ctx, f"loading model {name}")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from orpheus.tagger import Tagger
+
+        if kind == "pretrained":
+            return Tagger.pretrained(str(value))
+        return Tagger.from_run_dir(Path(value))
+
+    rate = audio.DEFAULT_SR if kind == "pretrained" else run_sample_rate(Path(value))
+    return name, rate, load
 
 
 # -- tagging and rendering ------------------------------------------------------------------
@@ -205,14 +256,17 @@ def predict_files(
     files: list[Path],
     opts: PredictOptions,
     problems: list[str] | None = None,
+    ignored: int = 0,
 ) -> int:
-    """Tag `files`, render and write every requested output; return the exit code.
+    """Tag `files`, write each result as it comes and every requested output; return the exit
+    code.
 
-    Missing and undecodable inputs are reported and skipped: exit 0 when any file was tagged
-    (so `predict DIR && ...` works on a folder with a broken file in it), 2 when none could
-    be, and 1 when `--write-tags` could not write into some file.
+    Missing, undecodable and too-short inputs are reported and skipped: exit 0 when any file was
+    tagged (so `predict DIR && ...` works on a folder with a broken file in it), 2 when none
+    could be, and 1 when `--write-tags` could not write into some file.
     """
     from orpheus import results
+    from orpheus.tagger import tag_files
 
     for problem in problems or []:
         _warn("skipped", problem)
@@ -221,41 +275,153 @@ def predict_files(
     for target in (opts.output, opts.embeddings, opts.plot):
         if target is not None and not target.expanduser().resolve().parent.is_dir():
             raise OrpheusError(f"cannot write {target}: its folder does not exist")
-    tagger = load_tagger(ctx, opts.model)
-    want_embeddings = opts.embeddings is not None
-    done: list[tuple[str, object]] = []
-    with progress(ctx) as bar:
-        task = bar.add_task("tagging", total=len(files))
-        for path, result in tagger.tag_files(files, hop=opts.hop, embeddings=want_embeddings):
-            bar.advance(task)
-            if isinstance(result, Exception):
-                _warn("skipped", str(result))
-                continue
-            done.append((str(path), result))
-    if not done:
-        raise OrpheusError("no file could be tagged", hint="see the messages above")
+    if opts.resume and opts.output is None:
+        raise OrpheusError("--resume needs -o OUTPUT", hint="resume the output of a run with -o")
+    name, rate, load = model_loader(ctx, opts.model)
+    previous = _previous(opts, name)
+    finished = {(r["path"], r.get("size"), r.get("mtime_ns")) for r in previous}
+    todo = [f for f in files if (str(f), *_size_mtime(f)) not in finished]
+    if opts.resume:
+        info(ctx, f"resuming: {len(files) - len(todo)} file(s) already in {opts.output}")
+    loaded: list = []
 
-    kept = {p: r.top(opts.threshold, opts.top_k) for p, r in done}
-    records = [results.record(p, tagger.name, r, kept[p], taggram=opts.taggram) for p, r in done]
-    _emit(_render(records, tagger.labels, opts), opts.output)
-    if opts.embeddings is not None:
-        results.write_embeddings(opts.embeddings, tagger.name, done)
-        info(ctx, f"embeddings ({tagger.embedding_size} per window): {opts.embeddings}")
-    if opts.plot is not None:
-        for (p, r), png in zip(
-            done, results.plot_paths(opts.plot, [p for p, _ in done]), strict=True
-        ):
-            results.plot_taggram(png, f"{Path(p).name} - {tagger.name}", r)
-            info(ctx, f"taggram plot: {png}")
+    def load_once():
+        loaded.append(load())
+        return loaded[0]
+
+    records: list[dict] = list(previous) if opts.format not in STREAMED else []
+    kept_results: list[tuple[str, object]] = []  # for --embeddings and --plot
+    skipped: Counter = Counter()
+    notes: Counter = Counter()
     unwritten = 0
-    if opts.write_tags:
-        for p, _ in done:
-            try:
-                results.write_tags(Path(p), [t for t, _ in kept[p]], tagger.name)
-            except OrpheusError as exc:
-                unwritten += 1
-                _warn("tags not written", exc.message)
+    want_embeddings = opts.embeddings is not None
+    with contextlib.ExitStack() as stack:
+        stream = _open_stream(stack, opts, bool(previous))
+        try:
+            with progress(ctx) as bar:
+                task = bar.add_task("tagging", total=len(todo))
+                for path, result in tag_files(
+                    todo,
+                    load_once,
+                    rate,
+                    hop=opts.hop,
+                    embeddings=want_embeddings,
+                    silence_db=opts.silence_db,
+                    min_seconds=opts.min_seconds,
+                ):
+                    bar.advance(task)
+                    if isinstance(result, audio.AudioError):
+                        skipped[result.reason.split(" (")[0]] += 1
+                        _warn("skipped", f"{result.path}: {result.reason}")
+                        continue
+                    kept = result.top(opts.threshold, opts.top_k)
+                    if opts.write_tags:
+                        try:  # before the record, so that it holds the tagged file's stat
+                            results.write_tags(path, [t for t, _ in kept], loaded[0].name)
+                        except OrpheusError as exc:
+                            unwritten += 1
+                            _warn("tags not written", exc.message)
+                    size, mtime_ns = _size_mtime(path)
+                    rec = results.record(
+                        str(path), loaded[0].name, result, kept, taggram=opts.taggram,
+                        size=size, mtime_ns=mtime_ns,
+                    )  # fmt: skip
+                    notes[result.note] += 1
+                    if stream is not None:
+                        stream.write(rec, result.labels)
+                    if opts.format not in STREAMED:
+                        records.append(rec)
+                    if (want_embeddings or opts.plot) and len(result.taggram):
+                        kept_results.append((str(path), result))
+        except KeyboardInterrupt:
+            if opts.output is None and opts.format not in STREAMED and records:
+                _emit(_render(records, loaded[0].labels, opts), None)  # what was finished
+            elif opts.output is not None:
+                err_console.print(f"finished files are in {_kept_in(opts)}: add --resume")
+            raise
+    tagged = sum(notes.values())
+    _summary(ctx, tagged, skipped, notes, ignored)
+    if not tagged and not previous:
+        raise OrpheusError("no file could be tagged", hint="see the messages above")
+    if opts.format not in STREAMED and records:
+        labels = loaded[0].labels if loaded else _labels_of(records)
+        _emit(_render(records, labels, opts), opts.output)
+        if opts.output is not None:
+            results.partial_path(opts.output).unlink(missing_ok=True)
+    if kept_results and opts.embeddings is not None:
+        results.write_embeddings(opts.embeddings, name, kept_results)
+        info(ctx, f"embeddings ({loaded[0].embedding_size} per window): {opts.embeddings}")
+    if kept_results and opts.plot is not None:
+        pngs = results.plot_paths(opts.plot, [p for p, _ in kept_results])
+        for (p, r), png in zip(kept_results, pngs, strict=True):
+            results.plot_taggram(png, f"{Path(p).name} - {name}", r)
+            info(ctx, f"taggram plot: {png}")
     return EXIT_PARTIAL if unwritten else EXIT_OK
+
+
+def _previous(opts: PredictOptions, model: str) -> list[dict]:
+    """The records `--resume` keeps (none without it), all of them by this model."""
+    from orpheus import results
+
+    if not opts.resume:
+        return []
+    previous = results.previous_records(opts.output, opts.format, taggram=opts.taggram)
+    others = {r.get("model") for r in previous} - {model}
+    if others:
+        raise OrpheusError(
+            f"cannot resume {opts.output}: it holds results of {', '.join(map(str, others))}",
+            hint=f"resume with that --model, or write {model}'s results to another -o",
+        )
+    return previous
+
+
+def _size_mtime(path: Path) -> tuple[int | None, int | None]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def _open_stream(stack: contextlib.ExitStack, opts: PredictOptions, appending: bool):
+    """Where records go as they are finished: stdout or `-o` for jsonl/csv, `OUTPUT.partial`
+    (JSON Lines) for table/json with `-o`, nowhere for table/json on stdout."""
+    from orpheus import results
+
+    if opts.format in STREAMED and opts.output is None:
+        return results.RecordStream(console.file, opts.format, taggram=opts.taggram)
+    if opts.output is None:
+        return None
+    streamed = opts.format in STREAMED
+    target = opts.output if streamed else results.partial_path(opts.output)
+    mode = "a" if opts.resume and target.exists() else "w"
+    fh = stack.enter_context(open(target, mode, encoding="utf-8", newline=""))
+    return results.RecordStream(
+        fh,
+        opts.format if streamed else "jsonl",
+        taggram=opts.taggram,
+        header=not (streamed and appending and mode == "a"),
+    )
+
+
+def _kept_in(opts: PredictOptions) -> Path:
+    from orpheus import results
+
+    return opts.output if opts.format in STREAMED else results.partial_path(opts.output)
+
+
+def _labels_of(records: list[dict]) -> list[str]:
+    """The label order of resumed records (a run that tagged nothing new has no Tagger)."""
+    return next((list(r["probabilities"]) for r in records if r["probabilities"]), [])
+
+
+def _summary(ctx: typer.Context, tagged: int, skipped: Counter, notes: Counter, ignored: int):
+    parts = [f"tagged {tagged}"]
+    parts += [f"{n} {note}" for note, n in sorted(notes.items(), key=str) if note]
+    parts += [f"skipped {n} ({reason})" for reason, n in sorted(skipped.items())]
+    if ignored:
+        parts.append(f"{ignored} non-audio file(s) ignored")
+    info(ctx, ", ".join(parts))
 
 
 def _warn(what: str, message: str) -> None:
@@ -263,28 +429,24 @@ def _warn(what: str, message: str) -> None:
 
 
 def _render(records: list[dict], labels: list[str], opts: PredictOptions) -> list:
-    """JSON or CSV text, or rich tables (the file table, then one taggram table per file)."""
-    from orpheus import results
-
+    """JSON text, or rich tables (the file table, then one taggram table per file)."""
     if opts.format == "json":
         import json
 
         return [json.dumps(records, indent=2, ensure_ascii=False) + "\n"]
-    if opts.format == "csv":
-        return [results.csv_text(records, labels, taggram=opts.taggram)]
     title = f"tags ({records[0]['model']}, p >= {opts.threshold:g})"
     table = Table(title=title, title_justify="left")
     table.add_column("file", overflow="fold")
     table.add_column("tags", overflow="fold")
     for rec in records:
-        tags = ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in rec["tags"]) or "-"
-        table.add_row(rec["path"], tags)
+        tags = ", ".join(f"{t['tag']} {t['probability']:.2f}" for t in rec["tags"])
+        table.add_row(rec["path"], tags or ("(silent)" if rec.get("note") == "silent" else "-"))
     out = [table]
     for rec in records if opts.taggram else []:
         gram = Table(title=f"taggram of {rec['path']}", title_justify="left")
         gram.add_column("start (s)", justify="right")
         gram.add_column("most probable tags in the window", overflow="fold")
-        names = list(rec["probabilities"])
+        names = labels
         rows = zip(rec["taggram"]["start"], rec["taggram"]["probabilities"], strict=True)
         for start, row in rows:
             best = sorted(range(len(row)), key=lambda i: -row[i])[: opts.top_k or 5]

@@ -13,7 +13,10 @@ from orpheus.commands import _predict_options as po
 def command(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path], typer.Argument(help="Audio files, folders (searched recursively) or globs.")
+        list[Path],
+        typer.Argument(
+            help="Audio files, folders (searched recursively, through symlinked folders) or globs."
+        ),
     ],
     threshold: po.Threshold = 0.1,
     top_k: po.TopK = None,
@@ -25,17 +28,22 @@ def command(
     plot: po.Plot = None,
     write_tags: po.WriteTags = False,
     output: po.Output = None,
+    resume: po.Resume = False,
+    silence_db: po.SilenceDb = po.audio.SILENCE_DB,
+    min_seconds: po.MinSeconds = po.audio.MIN_SECONDS,
 ) -> None:
     """Predict tags for songs (default model: the workspace's latest run, else msd-musicnn).
 
-    Files that cannot be read are reported and skipped. Exit code 0 when any file was
-    tagged, 2 when none could be, 1 when --write-tags could not write into some file.
+    Each file's result is written as soon as it is tagged. Files that cannot be read or are too
+    short are reported as `skipped PATH: reason`. Exit code 0 when any file was tagged, 2 when
+    none could be, 1 when --write-tags could not write into some file.
     """
     opts = po.PredictOptions(
-        threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output
-    )
+        threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output,
+        resume, silence_db, min_seconds,
+    )  # fmt: skip
     po.resolve_model(ctx, model)  # an unknown model fails before any audio is read
-    files, problems = po.expand_inputs(paths)
-    code = po.predict_files(ctx, files, opts, problems)
+    files, problems, ignored = po.expand_inputs(paths)
+    code = po.predict_files(ctx, files, opts, problems, ignored)
     if code:
         raise typer.Exit(code)
