@@ -161,6 +161,21 @@ def previous_records(output: Path, fmt: str, *, taggram: bool = False) -> list[d
     return [r for r in finished if r.get("path") not in again] + partial
 
 
+def drop_records(path: Path, fmt: str, paths: set[str]) -> None:
+    """Rewrite a JSON Lines or CSV output without the records of `paths` (files that changed
+    since they were tagged, and are tagged again)."""
+    path = Path(path)
+    if not paths or not path.exists():
+        return
+    if fmt == "jsonl":
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = b"".join(line for line in lines if json.loads(line)["path"] not in paths)
+    else:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+        kept = _csv_lines(rows[:1] + [r for r in rows[1:] if r[0] not in paths]).encode("utf-8")
+    write_atomic_via(path, lambda fh: fh.write(kept))
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []

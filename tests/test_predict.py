@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +198,217 @@ def test_partial_and_bad_input(songs, tmp_path):
         assert result.exit_code == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr + result.stdout
+
+
+# -- libraries: skips, silence, streaming results, resume ----------------------------------
+
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd: Path, **popen) -> subprocess.Popen:
+    """`python -m orpheus ARGS` in a real process, as a user runs it."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "orpheus", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "ORPHEUS_WORKSPACE": "", "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A finished run with a tiny real model (1 s log-mel windows): fast to load and run."""
+    return make_run(tmp_path_factory.mktemp("runs"), "tiny")
+
+
+def test_skip_lines_notes_and_the_summary(tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "library"
+    (d / "disc 2").mkdir(parents=True)
+    write(d / "song.wav", music(3.0))
+    write(d / "quiet.flac", rng.standard_normal(3 * 16000) * 10 ** (-70 / 20))  # -70 dBFS hiss
+    write(d / "blip.wav", music(0.3))
+    write(d / "disc 2" / "intro.wav", music(0.7))
+    (d / "disc 2" / "broken.mp3").write_bytes(b"ID3 but nothing else")
+    (d / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (d / "disc 2" / "rip.log").write_text("EAC log")
+    args = ["predict", d, "--model", tiny, "-f", "jsonl", "--min-seconds", "0.5"]
+    result = orpheus(*args, cwd=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    skips = sorted(line for line in result.stderr.splitlines() if line.startswith("skipped"))
+    assert skips == [
+        f"skipped {d / 'blip.wav'}: too short (0.3 s)",
+        f"skipped {d / 'disc 2' / 'broken.mp3'}: not a recognised audio format",
+    ]
+    notes = {
+        Path(r["path"]).name: (r.get("note"), bool(r["probabilities"]))
+        for r in map(json.loads, result.stdout.splitlines())
+    }
+    # intro.wav (0.7 s) is under the 1 s window: tagged, repeated to fill it
+    assert notes == {
+        "song.wav": (None, True), "quiet.flac": ("silent", False), "intro.wav": ("short", True)
+    }  # fmt: skip
+    assert (
+        "tagged 3, 1 short, 1 silent, skipped 1 (not a recognised audio format), "
+        "skipped 1 (too short), 2 non-audio file(s) ignored"
+    ) in result.stderr
+    louder = orpheus(*args, "--silence-db", "-80", cwd=tmp_path)
+    quiet = [json.loads(x) for x in louder.stdout.splitlines() if "quiet.flac" in x]
+    assert quiet[0]["probabilities"] and "note" not in quiet[0]
+
+
+def test_help_shows_no_value_beside_flags():
+    text = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).stdout
+    for flag in ("--taggram", "--write-tags", "--resume"):
+        (line,) = [x for x in text.splitlines() if x.split()[1:2] == [flag]]  # "│ --flag ..."
+        assert "<" not in line, line
+    assert "<float>" in next(x for x in text.splitlines() if x.split()[1:2] == ["--silence-db"])
+
+
+def test_a_folder_of_broken_files_never_imports_tensorflow(tiny, tmp_path):
+    """The model (and TensorFlow, seconds to import) is loaded once a file has decoded."""
+    (tmp_path / "a.mp3").write_text("not audio")
+    (tmp_path / "b.m4a").write_bytes(b"")
+    good = write(tmp_path / "c.wav", music(2.0))
+    # what was imported, written by the CLI's own process as it exits
+    probe = (
+        "import atexit, os, sys; from pathlib import Path; "
+        "atexit.register(lambda: Path(os.environ['PROBE']).write_text("
+        "str('tensorflow' in sys.modules))); "
+        "from orpheus.cli import main; main()"
+    )
+    seen = {}
+    for name, inputs in {"broken": ["a.mp3", "b.m4a"], "good": [good.name]}.items():
+        marker = tmp_path / f"{name}.txt"
+        done = subprocess.run(
+            [PYTHON, "-c", probe, "predict", *inputs, "--model", str(tiny)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+            env={**os.environ, "ORPHEUS_WORKSPACE": "", "PYTHONPATH": str(REPO),
+                 "PROBE": str(marker)},
+        )  # fmt: skip
+        seen[name] = (done.returncode, marker.read_text())
+    # broken files only: exit 2, TensorFlow never imported; a good file: it is (the probe works)
+    assert seen == {"broken": (2, "False"), "good": (0, "True")}
+
+
+FILES = 12
+
+
+@pytest.fixture(scope="module")
+def album(tmp_path_factory, tiny) -> tuple[Path, dict[str, dict]]:
+    """12 different 30 s songs, and the records of an uninterrupted `predict` over them."""
+    d = tmp_path_factory.mktemp("album")
+    base = music(10.0, seed=9)
+    for i in range(FILES):
+        song = np.roll(np.tile(base, 3), 7919 * i) * (0.5 + 0.04 * i)
+        write(d / f"track {i:02d}.flac", song)
+    out = d.parent / f"{d.name}-whole.jsonl"
+    whole = run_cli("predict", d, "--model", tiny, "--hop", "0.1", "-f", "jsonl", "-o", out, cwd=d)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    return d, {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+
+
+def finished_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def read_back(path: Path, fmt: str) -> dict[str, dict]:
+    """path -> model, size, mtime_ns, tag names and probabilities ("p"), from any format."""
+    text = path.read_text()
+    if fmt == "csv":
+        records = []
+        for row in csv.DictReader(io.StringIO(text)):
+            labels = list(row)[6:]  # path, model, size, mtime_ns, note, tags, then the labels
+            tags = [{"tag": t.split(":")[0]} for t in row["tags"].split(";") if t]
+            sizes = {k: int(row[k]) for k in ("size", "mtime_ns")}
+            probs = {k: float(row[k]) for k in labels}
+            records.append(row | sizes | {"tags": tags, "probabilities": probs})
+    elif fmt == "json":
+        records = json.loads(text)
+    else:
+        records = list(map(json.loads, text.splitlines()))
+    out = {r["path"]: comparable(r) for r in records}
+    assert len(out) == len(records), "a file has two records"
+    return out
+
+
+def comparable(rec: dict) -> dict:
+    return {k: rec[k] for k in ("model", "size", "mtime_ns")} | {
+        "tags": [t["tag"] for t in rec["tags"]],
+        "p": list(rec["probabilities"].values()),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fmt", "sig"),
+    [
+        pytest.param(fmt, sig, id=f"{fmt}-{sig.name}")
+        for fmt, sig in [
+            ("jsonl", signal.SIGKILL),
+            ("csv", signal.SIGKILL),
+            ("json", signal.SIGKILL),
+            ("jsonl", signal.SIGINT),  # Ctrl-C
+        ]
+    ],
+)
+def test_a_killed_batch_resumes_to_the_records_of_an_uninterrupted_run(album, tiny, fmt, sig):
+    folder, whole = album
+    out = folder.parent / f"{folder.name}-{fmt}-{sig.name}.{fmt}"
+    kept = out.with_name(out.name + ".partial") if fmt == "json" else out  # where records land
+    args = ["predict", folder, "--model", tiny, "--hop", "0.1", "-f", fmt, "-o", out]
+    killed = run_cli(*args, cwd=folder)
+    wanted = 2 if fmt == "csv" else 1  # the CSV header, then a first row
+    try:
+        for _ in range(60_000):  # wait for a finished file on disk (the safety net: ~5 min)
+            if finished_lines(kept) >= wanted or killed.poll() is not None:
+                break
+            time.sleep(0.005)
+        killed.send_signal(sig)
+        code = killed.wait(timeout=60)
+    finally:
+        killed.kill()
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), killed.stderr.read()
+    done = finished_lines(kept) - (wanted - 1)
+    assert 1 <= done < FILES  # the kill interrupted the batch
+    assert not (fmt == "json" and out.exists())  # the json itself is written at the end
+    with open(kept, "a") as fh:  # what a kill in the middle of a write leaves
+        fh.write('{"path": "' if fmt != "csv" else f"{folder / 'track'},msd-mus")
+    resumed = run_cli(*args, "--resume", cwd=folder)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert f"resuming: {done} file(s) already in" in resumed.stderr.read()
+    assert not out.with_name(out.name + ".partial").exists()
+    got, expected = read_back(out, fmt), {path: comparable(r) for path, r in whole.items()}
+    assert set(got) == set(expected)
+    for path, rec in got.items():
+        p = rec.pop("p")
+        want = dict(expected[path])
+        # the same model on the same features in another process: float noise only
+        np.testing.assert_allclose(p, want.pop("p"), atol=2e-6, err_msg=path)
+        assert rec == want, path
+
+
+def test_resume_tags_again_a_file_that_changed(tiny, tmp_path):
+    for name, seed in (("a.wav", 1), ("b.wav", 2)):
+        write(tmp_path / name, music(2.0, seed=seed))
+    out = tmp_path / "tags.jsonl"
+    args = ["predict", tmp_path / "a.wav", tmp_path / "b.wav", "--model", tiny, "-f", "jsonl"]
+    first = orpheus(*args, "-o", out, cwd=tmp_path)
+    assert first.exit_code == 0, first.stderr
+    before = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    write(tmp_path / "b.wav", music(3.0, seed=3))  # replaced by another song
+    again = orpheus(*args, "-o", out, "--resume", cwd=tmp_path)
+    assert again.exit_code == 0, again.stderr
+    assert "resuming: 1 file(s) already in" in again.stderr
+    after = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [Path(r["path"]).name for r in after] == ["a.wav", "b.wav"]  # one record each
+    b = str(tmp_path / "b.wav")
+    assert after[1]["size"] == os.stat(b).st_size != before[b]["size"]
+    assert after[0] == before[str(tmp_path / "a.wav")]
+    nothing_left = orpheus(*args, "-o", out, "--resume", cwd=tmp_path)
+    assert nothing_left.exit_code == 0 and "resuming: 2 file(s)" in nothing_left.stderr
+    assert out.read_text().count("\n") == 2

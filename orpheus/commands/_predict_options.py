@@ -278,7 +278,7 @@ def predict_files(
     if opts.resume and opts.output is None:
         raise OrpheusError("--resume needs -o OUTPUT", hint="resume the output of a run with -o")
     name, rate, load = model_loader(ctx, opts.model)
-    previous = _previous(opts, name)
+    previous = _previous(opts, name, files)
     finished = {(r["path"], r.get("size"), r.get("mtime_ns")) for r in previous}
     todo = [f for f in files if (str(f), *_size_mtime(f)) not in finished]
     if opts.resume:
@@ -359,8 +359,9 @@ def predict_files(
     return EXIT_PARTIAL if unwritten else EXIT_OK
 
 
-def _previous(opts: PredictOptions, model: str) -> list[dict]:
-    """The records `--resume` keeps (none without it), all of them by this model."""
+def _previous(opts: PredictOptions, model: str, files: list[Path]) -> list[dict]:
+    """The records `--resume` keeps (none without it), all of them by this model. A file that
+    changed since its record was written loses that record: it is tagged again."""
     from orpheus import results
 
     if not opts.resume:
@@ -372,7 +373,17 @@ def _previous(opts: PredictOptions, model: str) -> list[dict]:
             f"cannot resume {opts.output}: it holds results of {', '.join(map(str, others))}",
             hint=f"resume with that --model, or write {model}'s results to another -o",
         )
-    return previous
+    now = {str(f): _size_mtime(f) for f in files}
+    stale = {
+        r["path"]
+        for r in previous
+        if r["path"] in now and now[r["path"]] != (r.get("size"), r.get("mtime_ns"))
+    }
+    if stale:
+        streamed = opts.format in STREAMED
+        target = opts.output if streamed else results.partial_path(opts.output)
+        results.drop_records(target, opts.format if streamed else "jsonl", stale)
+    return [r for r in previous if r["path"] not in stale]
 
 
 def _size_mtime(path: Path) -> tuple[int | None, int | None]:
