@@ -253,8 +253,8 @@ def test_skip_lines_notes_and_the_summary(tiny, tmp_path):
         "song.wav": (None, True), "quiet.flac": ("silent", False), "intro.wav": ("short", True)
     }  # fmt: skip
     assert (
-        "tagged 3, 1 short, 1 silent, skipped 1 (not a recognised audio format), "
-        "skipped 1 (too short), 2 non-audio file(s) ignored"
+        "tagged 3, 1 short, 1 silent, skipped 2 (1 not a recognised audio format, "
+        "1 too short), 2 non-audio file(s) ignored"
     ) in result.stderr
     louder = orpheus(*args, "--silence-db", "-80", cwd=tmp_path)
     quiet = [json.loads(x) for x in louder.stdout.splitlines() if "quiet.flac" in x]

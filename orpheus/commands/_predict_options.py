@@ -429,7 +429,9 @@ def _labels_of(records: list[dict]) -> list[str]:
 def _summary(ctx: typer.Context, tagged: int, skipped: Counter, notes: Counter, ignored: int):
     parts = [f"tagged {tagged}"]
     parts += [f"{n} {note}" for note, n in sorted(notes.items(), key=str) if note]
-    parts += [f"skipped {n} ({reason})" for reason, n in sorted(skipped.items())]
+    if skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        parts.append(f"skipped {sum(skipped.values())} ({reasons})")
     if ignored:
         parts.append(f"{ignored} non-audio file(s) ignored")
     info(ctx, ", ".join(parts))
