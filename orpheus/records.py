@@ -447,11 +447,13 @@ def _run_beam(
         raise OrpheusError(
             "the beam runner needs Apache Beam", hint="pip install 'orpheus-tagger[beam]'"
         ) from None
-    try:
-        options = PipelineOptions(shlex.split(beam_options or ""))
+    try:  # Beam checks the runner name when the pipeline is made: a bad one is the user's
+        pipeline = beam.Pipeline(options=PipelineOptions(shlex.split(beam_options or "")))
     except ValueError as exc:
-        raise OrpheusError(f"bad --beam-options: {exc}") from None
-    with beam.Pipeline(options=options) as p:
+        raise OrpheusError(
+            f"bad --beam-options: {exc}", hint='e.g. --beam-options "--runner=DirectRunner"'
+        ) from None
+    with pipeline as p:
         _ = (
             p
             | "Shards" >> beam.Create(todo)
