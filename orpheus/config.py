@@ -58,6 +58,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any]]] = {
     "model": {
         "n_dense_units": (int, 500),
         "n_filters": (int, 16),
+        "n_backend_filters": (int, 512),
     },
     "model-training": {
         "optimizer": (dict, {"name": "Adam", "learning_rate": 0.001}),
@@ -110,6 +111,7 @@ POSITIVE = {
     ("scan", "checkpoint_seconds"),
     ("model", "n_dense_units"),
     ("model", "n_filters"),
+    ("model", "n_backend_filters"),
     ("model-training", "batch_size"),
     ("model-training", "epochs"),
     ("model-training", "window_length"),

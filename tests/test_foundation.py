@@ -99,7 +99,7 @@ def test_init_writes_defaults_and_refuses_to_overwrite(tmp_path: Path):
     target = tmp_path / "new"
     assert orpheus("init", str(target)).exit_code == 0
     cfg = json.loads((target / "config.json").read_text())
-    assert cfg["model"] == {"n_dense_units": 500, "n_filters": 16}
+    assert cfg["model"] == {"n_dense_units": 500, "n_filters": 16, "n_backend_filters": 512}
     assert cfg["model-training"]["log_dir"] == "runs"  # no absolute /srv paths
     assert cfg["tfrecords"]["n_mels"] == 96 and cfg["tags"]["top"] == 50
     assert json.loads((target / "manifest.json").read_text())["artifacts"] == {}

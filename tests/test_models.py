@@ -55,3 +55,47 @@ def test_too_short_windows_and_unknown_frontends_are_refused():
         build_model("log-mel", 2, n_filters=2, n_dense_units=4, input_length=7)
     with pytest.raises(ValueError, match="unknown frontend"):
         build_model("mfcc", 2, n_filters=2, n_dense_units=4, input_length=100)
+
+
+def test_back_end_width_is_configurable_and_512_by_default():
+    frames = LogMelParams().frames(3)
+    narrow = build_model(
+        "log-mel", 11, n_filters=8, n_dense_units=200, input_length=frames, backend_filters=64
+    )
+    default = build_model("log-mel", 11, n_filters=8, n_dense_units=200, input_length=frames)
+    assert narrow.get_layer("conv2_back").kernel.shape == (7, 64, 64)
+    assert default.get_layer("conv2_back").kernel.shape == (7, 512, 512)
+    # back end: conv1 7*232*W + W and its BatchNorm 2W, conv2/conv3 7*W*W + W each (their
+    # BatchNorms are scalar), the first dense layer 2W*200 + 200
+    back = lambda w: 7 * 232 * w + 3 * w + 2 * (7 * w * w + w) + 2 * w * 200 + 200  # noqa: E731
+    assert _trainable(default) - _trainable(narrow) == back(512) - back(64)
+    with pytest.raises(ValueError, match="backend_filters"):
+        build_model("log-mel", 2, n_filters=2, n_dense_units=4, input_length=40, backend_filters=0)
+
+
+@pytest.mark.parametrize(("layer", "width", "height"), [("conv1", 7, 86), ("conv6", 1, 38)])
+def test_timbral_convolutions_span_frames_by_mels(layer, width, height):
+    """Each timbral kernel covers `width` frames (centred) by `height` mel bands, whatever layout
+    the model computes it in: checked against a direct NumPy sum over the kernel's taps."""
+    frames, n_mels = 12, 96
+    model = build_model("log-mel", 2, n_filters=2, n_dense_units=4, input_length=frames)
+    conv = model.get_layer(layer)
+    x = np.random.default_rng(1).normal(size=(2, frames, n_mels)).astype(np.float32)
+    got = keras.Model(model.input, conv.output).predict_on_batch(x)
+    kernel, bias = (np.asarray(w) for w in conv.get_weights())
+    if kernel.shape[:2] == (height, width):  # laid out (mels x frames)
+        kernel = kernel.transpose(1, 0, 2, 3)
+    else:
+        got = got.transpose(0, 2, 1, 3)  # (frames, positions) -> (positions, frames)
+    assert kernel.shape[:2] == (width, height)
+    half = width // 2
+    padded = np.pad(x, ((0, 0), (half, half), (0, 0)))
+    positions = n_mels - height + 1
+    want = np.zeros((2, positions, frames, kernel.shape[-1]), np.float32)
+    for p in range(positions):
+        for t in range(frames):
+            patch = padded[:, t : t + width, p : p + height]  # (batch, width, height)
+            want[:, p, t] = np.einsum("bwh,whf->bf", patch, kernel[:, :, 0]) + bias
+    want = np.maximum(want, 0.0)
+    # float32 sums of up to 602 products of N(0,1) inputs: rounding stays well under 1e-4
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

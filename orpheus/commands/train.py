@@ -119,6 +119,7 @@ def command(
     model_kwargs = dict(
         n_filters=cfg["model"]["n_filters"],
         n_dense_units=cfg["model"]["n_dense_units"],
+        backend_filters=cfg["model"]["n_backend_filters"],
         input_length=int(shape[1]),
         n_mels=spec_of(index).params.n_mels,
     )
