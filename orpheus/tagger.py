@@ -264,10 +264,26 @@ class Tagger:
         return self._run(self._prepare(y, hop, silence_db), embeddings)
 
     def tag_files(
-        self, paths: Iterable[str | Path], **options
+        self,
+        paths: Iterable[str | Path],
+        *,
+        hop: float | None = None,
+        embeddings: bool = False,
+        workers: int = 2,
+        silence_db: float = audio.SILENCE_DB,
+        min_seconds: float = audio.MIN_SECONDS,
     ) -> Iterator[tuple[Path, TagResult | audio.AudioError]]:
-        """`tag_files` with this Tagger (the options are that function's)."""
-        return tag_files(paths, lambda: self, self.sample_rate, **options)
+        """`tag_files` with this Tagger."""
+        return tag_files(
+            paths,
+            lambda: self,
+            self.sample_rate,
+            hop=hop,
+            embeddings=embeddings,
+            workers=workers,
+            silence_db=silence_db,
+            min_seconds=min_seconds,
+        )
 
     def _prepare(self, y: np.ndarray, hop: float | None, silence_db: float) -> _Prepared:
         """Windows of mono audio at the model's rate, the silent ones left out."""

@@ -252,10 +252,13 @@ def test_skip_lines_notes_and_the_summary(tiny, tmp_path):
     assert notes == {
         "song.wav": (None, True), "quiet.flac": ("silent", False), "intro.wav": ("short", True)
     }  # fmt: skip
-    assert (
-        "tagged 3, 1 short, 1 silent, skipped 2 (1 not a recognised audio format, "
-        "1 too short), 2 non-audio file(s) ignored"
-    ) in result.stderr
+    # 3 s + 3 s + 0.7 s of audio tagged: 0:00:07
+    (summary,) = [line for line in result.stderr.splitlines() if line.startswith("tagged")]
+    assert summary.startswith("tagged 3 (0:00:07 of audio in ") and "x realtime)" in summary
+    assert summary.endswith(
+        ", 1 short, 1 silent, skipped 2 (1 not a recognised audio format, 1 too short), "
+        "2 non-audio file(s) ignored"
+    )
     louder = orpheus(*args, "--silence-db", "-80", cwd=tmp_path)
     quiet = [json.loads(x) for x in louder.stdout.splitlines() if "quiet.flac" in x]
     assert quiet[0]["probabilities"] and "note" not in quiet[0]

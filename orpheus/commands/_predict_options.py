@@ -13,6 +13,7 @@ import contextlib
 import glob
 import io
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,11 +294,12 @@ def predict_files(
     kept_results: list[tuple[str, object]] = []  # for --embeddings and --plot
     skipped: Counter = Counter()
     notes: Counter = Counter()
-    unwritten = 0
+    unwritten, seconds = 0, 0.0
     want_embeddings = opts.embeddings is not None
     with contextlib.ExitStack() as stack:
         stream = _open_stream(stack, opts, bool(previous))
         try:
+            started = time.perf_counter()
             with progress(ctx) as bar:
                 task = bar.add_task("tagging", total=len(todo))
                 for path, result in tag_files(
@@ -327,6 +329,7 @@ def predict_files(
                         size=size, mtime_ns=mtime_ns,
                     )  # fmt: skip
                     notes[result.note] += 1
+                    seconds += result.duration
                     if stream is not None:
                         stream.write(rec, result.labels)
                     if opts.format not in STREAMED:
@@ -340,7 +343,7 @@ def predict_files(
                 err_console.print(f"finished files are in {_kept_in(opts)}: add --resume")
             raise
     tagged = sum(notes.values())
-    _summary(ctx, tagged, skipped, notes, ignored)
+    _summary(ctx, tagged, skipped, notes, ignored, seconds, time.perf_counter() - started)
     if not tagged and not previous:
         raise OrpheusError("no file could be tagged", hint="see the messages above")
     if opts.format not in STREAMED and records:
@@ -426,8 +429,19 @@ def _labels_of(records: list[dict]) -> list[str]:
     return next((list(r["probabilities"]) for r in records if r["probabilities"]), [])
 
 
-def _summary(ctx: typer.Context, tagged: int, skipped: Counter, notes: Counter, ignored: int):
-    parts = [f"tagged {tagged}"]
+def _summary(
+    ctx: typer.Context,
+    tagged: int,
+    skipped: Counter,
+    notes: Counter,
+    ignored: int,
+    seconds: float,
+    elapsed: float,
+) -> None:
+    """One line: what was tagged (how much audio, how fast), noted, skipped and ignored."""
+    clock = f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{round(seconds % 60):02d}"
+    speed = f", {seconds / elapsed:.0f}x realtime" if tagged and elapsed > 0 else ""
+    parts = [f"tagged {tagged} ({clock} of audio in {elapsed:.0f} s{speed})"]
     parts += [f"{n} {note}" for note, n in sorted(notes.items(), key=str) if note]
     if skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
