@@ -415,3 +415,21 @@ def test_resume_tags_again_a_file_that_changed(tiny, tmp_path):
     nothing_left = orpheus(*args, "-o", out, "--resume", cwd=tmp_path)
     assert nothing_left.exit_code == 0 and "resuming: 2 file(s)" in nothing_left.stderr
     assert out.read_text().count("\n") == 2
+
+
+def test_resume_needs_an_output_it_can_read(tiny, tmp_path):
+    song = write(tmp_path / "a.wav", music(2.0))
+    args = ["predict", song, "--model", tiny]
+    assert "--resume needs -o" in orpheus(*args, "--resume", cwd=tmp_path).stderr
+    table = tmp_path / "tags.txt"
+    assert orpheus(*args, "-o", table, cwd=tmp_path).exit_code == 0
+    refused = orpheus(*args, "-o", table, "--resume", cwd=tmp_path)
+    assert refused.exit_code == 2 and "a finished table cannot be read back" in refused.stderr
+    rows = tmp_path / "tags.csv"
+    rows.write_text("path,model,size,mtime_ns,note,tags,a,b,c\n")  # a header, no row yet
+    resumed = orpheus(*args, "-f", "csv", "-o", rows, "--resume", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.stderr
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith(f"{song},run/tiny,")  # one header, one row
+    other = orpheus(*args[:2], "-f", "csv", "-o", rows, "--resume", cwd=tmp_path)
+    assert other.exit_code == 2 and "holds results of run/tiny" in other.stderr

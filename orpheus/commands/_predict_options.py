@@ -297,7 +297,7 @@ def predict_files(
     unwritten, seconds = 0, 0.0
     want_embeddings = opts.embeddings is not None
     with contextlib.ExitStack() as stack:
-        stream = _open_stream(stack, opts, bool(previous))
+        stream = _open_stream(stack, opts)
         try:
             started = time.perf_counter()
             with progress(ctx) as bar:
@@ -397,7 +397,7 @@ def _size_mtime(path: Path) -> tuple[int | None, int | None]:
     return st.st_size, st.st_mtime_ns
 
 
-def _open_stream(stack: contextlib.ExitStack, opts: PredictOptions, appending: bool):
+def _open_stream(stack: contextlib.ExitStack, opts: PredictOptions):
     """Where records go as they are finished: stdout or `-o` for jsonl/csv, `OUTPUT.partial`
     (JSON Lines) for table/json with `-o`, nowhere for table/json on stdout."""
     from orpheus import results
@@ -410,12 +410,8 @@ def _open_stream(stack: contextlib.ExitStack, opts: PredictOptions, appending: b
     target = opts.output if streamed else results.partial_path(opts.output)
     mode = "a" if opts.resume and target.exists() else "w"
     fh = stack.enter_context(open(target, mode, encoding="utf-8", newline=""))
-    return results.RecordStream(
-        fh,
-        opts.format if streamed else "jsonl",
-        taggram=opts.taggram,
-        header=not (streamed and appending and mode == "a"),
-    )
+    fmt = opts.format if streamed else "jsonl"
+    return results.RecordStream(fh, fmt, taggram=opts.taggram, header=fh.tell() == 0)
 
 
 def _kept_in(opts: PredictOptions) -> Path:
