@@ -419,12 +419,17 @@ def test_resume_tags_again_a_file_that_changed(tiny, tmp_path):
 
 def test_resume_needs_an_output_it_can_read(tiny, tmp_path):
     song = write(tmp_path / "a.wav", music(2.0))
+    (tmp_path / "x.mp3").write_text("not audio")
     args = ["predict", song, "--model", tiny]
     assert "--resume needs -o" in orpheus(*args, "--resume", cwd=tmp_path).stderr
     table = tmp_path / "tags.txt"
     assert orpheus(*args, "-o", table, cwd=tmp_path).exit_code == 0
     refused = orpheus(*args, "-o", table, "--resume", cwd=tmp_path)
     assert refused.exit_code == 2 and "a finished table cannot be read back" in refused.stderr
+    for fmt in ("json", "jsonl"):  # nothing tagged: no output, no .partial left behind
+        out = tmp_path / f"none.{fmt}"
+        broken = orpheus("predict", tmp_path / "x.mp3", "-f", fmt, "-o", out, cwd=tmp_path)
+        assert broken.exit_code == 2 and not list(tmp_path.glob("none.*"))
     rows = tmp_path / "tags.csv"
     rows.write_text("path,model,size,mtime_ns,note,tags,a,b,c\n")  # a header, no row yet
     resumed = orpheus(*args, "-f", "csv", "-o", rows, "--resume", cwd=tmp_path)

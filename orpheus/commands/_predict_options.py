@@ -345,6 +345,10 @@ def predict_files(
     tagged = sum(notes.values())
     _summary(ctx, tagged, skipped, notes, ignored, seconds, time.perf_counter() - started)
     if not tagged and not previous:
+        if opts.output is not None:  # leave no empty output behind
+            kept_in = _kept_in(opts)
+            if kept_in.exists() and kept_in.stat().st_size == 0:
+                kept_in.unlink()
         raise OrpheusError("no file could be tagged", hint="see the messages above")
     if opts.format not in STREAMED and records:
         labels = loaded[0].labels if loaded else _labels_of(records)
