@@ -55,8 +55,9 @@ def command(
         _print_devices(recording.input_devices())
         return
     opts = po.PredictOptions(
-        threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output
-    )
+        threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output,
+        min_seconds=0.0,  # the user chose the length: a short recording is tagged, noted "short"
+    )  # fmt: skip
     po.resolve_model(ctx, model)  # fail before a long recording, not after
     chosen = recording.find_device(device)
     target = save or _default_target(ctx)
