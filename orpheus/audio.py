@@ -229,6 +229,13 @@ def window_rms_db(
     return 10.0 * np.log10(np.maximum(mean_square, 1e-20))
 
 
+def audible_windows(
+    y: np.ndarray, sr: int, starts: np.ndarray, seconds: float, silence_db: float = SILENCE_DB
+) -> np.ndarray:
+    """The window rule, in one place: True for each window at or above the silence floor."""
+    return window_rms_db(y, sr, starts, seconds) >= silence_db
+
+
 def log_mel(y: np.ndarray, params: LogMelParams = LogMelParams()) -> np.ndarray:
     """Log-compressed mel spectrogram, float32, shape (frames, n_mels)."""
     import librosa

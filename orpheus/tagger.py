@@ -6,7 +6,7 @@ it), the windows go through the model in batches, and the result is a taggram (o
 probabilities per window), its mean over windows (the song-level prediction), and optionally the
 penultimate-layer embedding of every window (the input of the model's `output` layer).
 
-Silence and very short audio: a window quieter than `silence_db` (RMS, `audio.window_rms_db`)
+Silence and very short audio: a window quieter than `silence_db` (`audio.audible_windows`)
 is left out of the mean, and a song whose windows are all silent gets no probabilities (note
 "silent"); a file shorter than `min_seconds` is not tagged (an `AudioError`, "too short"), and one
 shorter than a window is tagged with the note "short".
@@ -288,8 +288,7 @@ class Tagger:
     def _prepare(self, y: np.ndarray, hop: float | None, silence_db: float) -> _Prepared:
         """Windows of mono audio at the model's rate, the silent ones left out."""
         wins, starts = self.windows(self.features(y), hop)
-        audible = audio.window_rms_db(y, self.sample_rate, starts, self.window_seconds)
-        keep = audible >= silence_db
+        keep = audio.audible_windows(y, self.sample_rate, starts, self.window_seconds, silence_db)
         duration = len(y) / self.sample_rate
         note = "silent" if not keep.any() else "short" if duration < self.window_seconds else None
         return _Prepared(wins[keep], starts[keep], duration, note)
