@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from orpheus.cli import app
 from orpheus.commands.init import use_example
+from orpheus.commands.train import TrainingEta
 from orpheus.workspace import Workspace
 
 
@@ -22,6 +24,9 @@ def test_demo_runs_every_stage_then_reuses_them(example_corpus: Path, tmp_path: 
     for stage in ("scan", "wrangle", "silence", "tags clean", "tfrecords build", "train", "test"):
         assert f"✓ {stage}:" in first.stderr
     assert "macro ROC-AUC" in first.stdout and "predict (msd-musicnn)" in first.stdout
+    assert "expected on this machine: about" in first.stderr  # said before the first stage
+    assert first.stderr.index("expected on this machine") < first.stderr.index("✓ scan:")
+    assert "(expected " in first.stdout  # and set against the real total at the end
     states = Workspace.open(ws.root).states()
     assert {states[n][0] for n in ("scan", "wrangle", "silence", "clean-tags")} == {"ok"}
     assert states["run/demo"][0] == "ok"
@@ -38,3 +43,55 @@ def test_demo_rejects_bad_numbers(tmp_path: Path):
     result = CliRunner().invoke(app, ["demo", str(tmp_path / "ws"), "--tracks", "0"])
     assert result.exit_code == 2 and "must be positive" in result.stderr
     assert not (tmp_path / "ws").exists()
+
+
+def _replay(eta: TrainingEta, clock: list[float], epochs: int, steps: int, cost) -> list:
+    """Drive `eta` through a simulated run; returns (estimate, true seconds left) after each step.
+
+    `cost(epoch, step)` is how long a step takes, `cost(epoch, None)` an epoch's end
+    (validation and checkpoints)."""
+    events = []  # (time, kind, epoch) in the order the trainer reports them
+    t = 0.0
+    for epoch in range(epochs):
+        events.append((t, "begin", epoch))
+        for step in range(steps):
+            t += cost(epoch, step)
+            events.append((t, "step", epoch))
+        t += cost(epoch, None)
+        events.append((t, "end", epoch))
+    seen = []
+    for when, kind, epoch in events:
+        clock[0] = when
+        if kind == "begin":
+            eta.epoch_begin(epoch, epochs, steps)
+        elif kind == "step":
+            eta.step()
+            seen.append((eta.seconds_left(), t - when))
+        else:
+            eta.epoch_end()
+    return seen
+
+
+def test_training_eta_is_within_a_fifth_of_the_time_left():
+    # The demo's shape: 6 epochs of 40 steps; the first step traces the graph (10 s) and the
+    # first epoch's end traces the validation step (6 s, later ends 1.5 s).
+    def cost(epoch, step):
+        if step is None:
+            return 6.0 if epoch == 0 else 1.5
+        return 10.0 if (epoch, step) == (0, 0) else 0.8
+
+    clock = [0.0]
+    seen = _replay(TrainingEta(clock=lambda: clock[0]), clock, 6, 40, cost)
+    assert seen[0][0] is None  # one step (the traced one) says nothing about the rate yet
+    errors = [abs(guess - true) / true for guess, true in seen[1:]]
+    assert max(errors) <= 0.2
+    # once a steady epoch's end has been measured (the first one also traced), it is all but exact
+    assert max(errors[80:]) <= 0.01
+
+
+def test_training_eta_follows_a_machine_that_slows_down():
+    clock = [0.0]
+    cost = lambda epoch, step: (0.5 if epoch < 2 else 1.0) if step is not None else 0.0  # noqa: E731
+    seen = _replay(TrainingEta(clock=lambda: clock[0]), clock, 4, 40, cost)
+    guess, true = seen[2 * 40 + 25]  # 25 steps after the slow-down, past the 20-step window
+    assert guess == pytest.approx(true)

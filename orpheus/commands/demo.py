@@ -52,6 +52,7 @@ def command(
     if tracks <= 0 or epochs <= 0:
         raise OrpheusError("--tracks and --epochs must be positive numbers")
     stages = pipeline_stages(path, tracks=tracks, epochs=epochs, seed=seed)
+    expected = _expect(path, stages, tracks=tracks, epochs=epochs)
     total = time.perf_counter()
     for stage in stages:
         _run_stage(ctx, app, path, stage)
@@ -67,7 +68,7 @@ def command(
     ]
     for stage in predictions:
         _run_stage(ctx, app, path, stage)
-    _summary(Workspace.open(path), [*stages, *predictions], time.perf_counter() - total)
+    _summary(Workspace.open(path), [*stages, *predictions], time.perf_counter() - total, expected)
 
 
 def pipeline_stages(path: Path, *, tracks: int, epochs: int, seed: int) -> list[Stage]:
@@ -85,6 +86,35 @@ def pipeline_stages(path: Path, *, tracks: int, epochs: int, seed: int) -> list[
         Stage("train", f"run/{RUN_NAME}", [*ws_args, *train]),
         Stage("test", None, [*ws_args, "test", "--run", RUN_NAME, "--json"]),
     ]
+
+
+def _expect(path: Path, stages: list[Stage], *, tracks: int, epochs: int) -> float:
+    """Say up front how long the demo should take here (a few seconds of calibration)."""
+    from orpheus.config import validate
+    from orpheus.example.build import EXAMPLE_TRAINING_CONFIG
+    from orpheus.example.timing import estimate
+
+    todo = {stage.name for stage in stages if not _up_to_date(path, stage)}
+    fresh = "init --example" in todo  # init will apply the example's config
+    cfg = validate(EXAMPLE_TRAINING_CONFIG) if fresh else Workspace.open(path).config
+    tags = cfg["tags"]
+    guess = estimate(
+        tracks=tracks if fresh else None,
+        epochs=epochs if "train" in todo else None,
+        model=cfg["model"],
+        training=cfg["model-training"],
+        n_labels=max(1, (tags["top"] or 50) - len(tags["without"])),
+    )
+    err_console.print(
+        f"[bold]expected on this machine: about {_minutes(guess.total)}[/bold] (rendering "
+        f"{_minutes(guess.render)}, training {_minutes(guess.train)}, the rest "
+        f"{_minutes(guess.rest)}; measured in {guess.measured_in:.1f} s)"
+    )
+    return guess.total
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _run_stage(ctx: typer.Context, app, path: Path, stage: Stage) -> None:
@@ -168,7 +198,7 @@ def _example_tracks(path: Path, count: int) -> list[str]:
     return [str(p) for p in inside if p is not None][:count]
 
 
-def _summary(ws: Workspace, stages: list[Stage], seconds: float) -> None:
+def _summary(ws: Workspace, stages: list[Stage], seconds: float, expected: float) -> None:
     table = Table(title="Orpheus demo", title_justify="left")
     table.add_column("stage")
     table.add_column("outcome", overflow="fold")
@@ -177,7 +207,7 @@ def _summary(ws: Workspace, stages: list[Stage], seconds: float) -> None:
         wall = "reused" if stage.reused else f"{stage.seconds:.1f}"
         table.add_row(stage.name, stage.outcome, wall)
     console.print(table)
-    console.print(f"total {seconds:.0f} s, workspace {ws.root}")
+    console.print(f"total {seconds:.0f} s (expected {expected:.0f} s), workspace {ws.root}")
     console.print("next, try:")
     for line in (
         f"orpheus -w {ws.root} status",

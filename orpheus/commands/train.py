@@ -7,6 +7,8 @@ import json
 import re
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -313,12 +315,57 @@ def _print_summary(model, frontend: str, labels: list[str]) -> None:
     )
 
 
+class TrainingEta:
+    """Seconds left in the whole run, not just the epoch (rich's own ETA), from what it measured.
+
+    The rate comes from the latest steps, leaving out the run's first one (it traces the graph),
+    and each epoch's end (validation, checkpoints) is timed on its own and counted once per epoch
+    still to end, so neither skews the other. Until an epoch has ended its cost is unknown: the
+    first epoch's estimate counts the steps only.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window: int = 20):
+        self.clock, self.window = clock, window
+        self.durations: list[float] = []
+        self.epoch_cost: float | None = None
+        self.last = 0.0  # when the last step ended (or the epoch began)
+        self.ended: float | None = None  # when the last epoch's last step ended
+        self.first = True
+
+    def epoch_begin(self, epoch: int, epochs: int, steps: int | None) -> None:
+        now = self.clock()
+        if self.ended is not None:
+            self.epoch_cost = now - self.ended
+        self.epochs_left, self.steps, self.done, self.last = epochs - epoch, steps, 0, now
+
+    def step(self) -> None:
+        now = self.clock()
+        if not self.first:
+            self.durations = [*self.durations[1 - self.window :], now - self.last]
+        self.first, self.last, self.done = False, now, self.done + 1
+
+    def epoch_end(self) -> None:
+        """Called after validation: the epoch's cost is counted from its last step."""
+        self.ended, self.steps = self.last, self.steps or self.done
+
+    def seconds_left(self) -> float | None:
+        """None until two steps have run, or while the epoch's length is unknown."""
+        if not self.durations or not self.steps:
+            return None
+        steps_left = self.steps * self.epochs_left - self.done
+        return steps_left * sum(self.durations) / len(self.durations) + self.epochs_left * (
+            self.epoch_cost or 0.0
+        )
+
+
 class _Reporter:
-    """Training progress as a rich bar (count, rate, ETA) plus one line per epoch."""
+    """Training progress as a rich bar (count, rate, the epoch's ETA) plus the whole run's ETA
+    and one line per epoch."""
 
     def __init__(self, ctx: typer.Context, bar):
         self.ctx, self.bar, self.task = ctx, bar, None
         self.steps_seen: int | None = None  # an epoch's length, once one epoch has run
+        self.eta = TrainingEta()
 
     def message(self, text: str) -> None:
         info(self.ctx, text)
@@ -329,16 +376,19 @@ class _Reporter:
         self.epochs = epochs
         self.label = f"epoch {epoch + 1}/{epochs}"
         self.task = self.bar.add_task(self.label, total=steps or self.steps_seen)
+        self.eta.epoch_begin(epoch, epochs, steps or self.steps_seen)
 
     def step(self, step: int, logs: dict[str, float]) -> None:
+        self.eta.step()
         loss = logs.get("loss")
-        self.bar.update(
-            self.task,
-            completed=step + 1,
-            description=f"{self.label} loss {loss:.4f}" if loss is not None else self.label,
-        )
+        text = f"{self.label} loss {loss:.4f}" if loss is not None else self.label
+        left = self.eta.seconds_left()
+        if left is not None:
+            text += f", run ends in {int(left) // 60}:{int(left) % 60:02d}"
+        self.bar.update(self.task, completed=step + 1, description=text)
 
     def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.eta.epoch_end()
         self.steps_seen = int(self.bar.tasks[-1].completed) if self.bar.tasks else None
         if options(self.ctx).quiet:
             return

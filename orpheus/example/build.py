@@ -34,10 +34,12 @@ from orpheus.example.tags import VAL_THRESHOLD
 # What `init --example` sets so that a model trains on this small corpus in a few CPU minutes:
 # its 16 most popular clean tags less the decades (which leaves the styles and vocals: the
 # decade cues are too subtle for ~140 training tracks and score at chance), 3 s windows, a
-# smaller network (n_filters 8, 200 dense units) and 40 steps of 32 windows per epoch.
+# smaller network (n_filters 8, 200 dense units, and a back end 64 filters wide instead of the
+# paper's 512: at 512 the back end is most of a CPU training step, and ~140 training tracks score
+# the same at 64, 128 or 512; figures in bench/RESULTS.md) and 40 steps of 32 windows per epoch.
 EXAMPLE_TRAINING_CONFIG = {
     "tags": {"top": 16, "without": ["00s", "90s", "80s", "70s", "60s"]},
-    "model": {"n_filters": 8, "n_dense_units": 200},
+    "model": {"n_filters": 8, "n_dense_units": 200, "n_backend_filters": 64},
     "model-training": {
         "window_length": 3,
         "batch_size": 32,
