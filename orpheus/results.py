@@ -181,18 +181,22 @@ def _read_jsonl(path: Path) -> list[dict]:
         return []
     data = path.read_bytes()
     records, end = [], 0
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if end + len(line) == len(data):  # no newline after it: torn by a kill (or empty)
+            break
         try:
-            rec = json.loads(line) if line.endswith(b"\n") else None
+            rec = json.loads(line)
         except ValueError:
             rec = None
-        if not isinstance(rec, dict) or "path" not in rec:
-            if end + len(line) < len(data):  # only the last line can be torn by a kill
-                raise OrpheusError(f"cannot resume from {path}: line {number} is not a record")
-            break
+        if not isinstance(rec, dict) or "path" not in rec:  # a whole line: not ours to cut
+            raise OrpheusError(f"cannot resume from {path}: line {number} is not a record")
         records.append(rec)
-        end += len(line)
-    if end < len(data):
+        end += len(line) + 1
+    tail = data[end:]
+    # a record line starts with its path (see `record`): anything else is not ours to cut
+    if tail and not (tail.startswith(b'{"path"') or b'{"path"'.startswith(tail)):
+        raise OrpheusError(f"cannot resume from {path}: its last line is not a record")
+    if tail:
         os.truncate(path, end)
     return records
 
