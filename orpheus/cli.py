@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from orpheus import __version__
 from orpheus.commands import config as config_cmd
@@ -36,6 +36,22 @@ from orpheus.commands._common import (
 from orpheus.errors import OrpheusError
 
 EXIT_INTERNAL = 3
+
+
+def _flags_take_no_value() -> None:
+    """Typer (0.29) prints `<bool>` beside every flag, `--help` included, as if it took a value.
+
+    A flag takes none, so its type column is left empty; every other option keeps its type.
+    """
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
 
 
 class OrpheusGroup(TyperGroup):

@@ -48,6 +48,27 @@ def test_help_lists_commands_and_version():
     assert version.exit_code == 0 and version.stdout.startswith("orpheus ")
 
 
+def _command_paths(group, prefix=()):
+    """Every command of the CLI as its words, e.g. ("tags", "related")."""
+    import typer.main
+
+    click_group = typer.main.get_command(app) if group is None else group
+    for name, command in click_group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _command_paths(command, (*prefix, name))
+
+
+def test_flags_show_no_value_in_help():
+    """A flag takes no value, so no help screen may print a type such as `<bool>` beside it."""
+    paths = list(_command_paths(None))
+    assert ("predict",) in paths and ("tags", "related") in paths
+    for path in [(), *paths]:
+        result = orpheus(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help" in result.output and "<bool>" not in result.output, path
+
+
 def test_outside_a_workspace_is_a_one_line_error(tmp_path: Path):
     result = orpheus("status", cwd=tmp_path, env={"ORPHEUS_WORKSPACE": ""})
     assert result.exit_code == 2

@@ -77,10 +77,9 @@ Format = Annotated[
         "file by file as they are tagged.",
     ),
 ]
-# metavar="": Typer would print `<bool>` beside a flag, as if it took a value.
 Taggram = Annotated[
     bool,
-    typer.Option("--taggram", metavar="", help="Also output per-window probabilities."),
+    typer.Option("--taggram", help="Also output per-window probabilities."),
 ]
 Embeddings = Annotated[
     Path | None,
@@ -94,7 +93,6 @@ WriteTags = Annotated[
     bool,
     typer.Option(
         "--write-tags",
-        metavar="",
         help="Write the kept tags into each file's metadata (audio untouched).",
     ),
 ]
@@ -105,7 +103,6 @@ Resume = Annotated[
     bool,
     typer.Option(
         "--resume",
-        metavar="",
         help="With -o: skip the files the output already holds (same size and modification "
         "time), and add the rest.",
     ),
