@@ -37,7 +37,7 @@ quiet "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" \
   || { echo "setup: pip could not install orpheus[$EXTRAS] (see the output above)" >&2; exit 1; }
 
 # Prove that every part installed imports: the core, then each extra asked for.
-modules=(orpheus tensorflow keras librosa soundfile h5py mutagen sounddevice)
+modules=(orpheus tensorflow keras librosa soundfile av h5py mutagen sounddevice)
 IFS=, read -ra extras <<<"$EXTRAS"
 for extra in "${extras[@]}"; do
   case "$extra" in
