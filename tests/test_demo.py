@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 from orpheus.cli import app
 from orpheus.commands.init import use_example
 from orpheus.commands.train import TrainingEta
+from orpheus.config import validate
+from orpheus.example.build import EXAMPLE_TRAINING_CONFIG
+from orpheus.example.timing import estimate
 from orpheus.workspace import Workspace
 
 
@@ -95,3 +98,12 @@ def test_training_eta_follows_a_machine_that_slows_down():
     seen = _replay(TrainingEta(clock=lambda: clock[0]), clock, 4, 40, cost)
     guess, true = seen[2 * 40 + 25]  # 25 steps after the slow-down, past the 20-step window
     assert guess == pytest.approx(true)
+
+
+def test_estimate_counts_only_the_stages_still_to_run():
+    cfg = validate(EXAMPLE_TRAINING_CONFIG)
+    kwargs = dict(model=cfg["model"], training=cfg["model-training"], n_labels=11)
+    reused = estimate(tracks=None, epochs=None, **kwargs)  # a re-run: corpus and model exist
+    assert reused.render == 0 and reused.train == 0 and reused.total == reused.rest > 0
+    fresh = estimate(tracks=8, epochs=None, workers=2, **kwargs)
+    assert fresh.render > 0 and fresh.train == 0

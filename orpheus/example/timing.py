@@ -21,12 +21,12 @@ CLIP_SECONDS = 2.0
 CALIBRATION_BATCH = 8
 # Whole-stage seconds per calibration second, fitted on measured demo runs (see the docstring):
 # a 2 s clip costs about twice its share of a whole track (loading the soundfont, composing);
-# a traced training step on 32 windows, with its share of validation, about 1.6 eager passes
-# on 8 windows.
+# a traced training step on 32 windows, with its share of validation, about 1.5 eager passes on
+# 8 windows (AVX2 and AVX-512 alike).
 RENDER_SCALE = 0.53
-TRAIN_SCALE = 1.6
+TRAIN_SCALE = 1.5
 TRAIN_FIXED = 12.0  # tracing the training and validation steps, checkpoints, the final export
-REST_SCALE = 15.0  # scan, wrangle, silence, tags, tfrecords, test, predict: x a track's render
+REST_SCALE = 17.0  # scan, wrangle, silence, tags, tfrecords, test, 2 x predict: x a track's render
 
 
 @dataclass
