@@ -24,13 +24,18 @@ only once complete, together with a small result file in `_progress/`; a re-run 
 plan skips finished shards, a different plan starts over. The per-track transform
 (`track_feature`: decode + feature) is the same function under the local process pool and under
 Apache Beam, and one writer (`write_shard`) encodes and writes under both.
+
+Writing needs no TensorFlow: `encode_example` writes the Example's protobuf fields by hand and
+`write_shard` the TFRecord framing (CRC32C from `google-crc32c`), byte for byte what
+`tf.train.Example.SerializeToString(deterministic=True)` and `tf.io.TFRecordWriter` write (GZIP
+too: zlib with TensorFlow's settings). So the local pool's workers write whole shards, and pay
+for neither TensorFlow's import nor sending features back to a single writer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -39,7 +44,9 @@ import shlex
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +64,8 @@ INDEX_VERSION = 1
 TRACKS_PER_SHARD = 500  # default shard size: ~180 MB of log-mel, ~480 MB of waveform
 SHARD_RE = re.compile(r"^(train|valid|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 UNTAGGED, UNDECODABLE = "untagged", "undecodable"
+# What a pool worker needs, imported once by the pool's fork server (no TensorFlow).
+PRELOAD = ("orpheus.records", "orpheus.audio", "soundfile", "soxr", "librosa.feature.spectral")
 
 
 @dataclass(frozen=True)
@@ -257,20 +266,41 @@ def plan(
 
 
 def encode_example(tid: str, feature: np.ndarray, tags: Sequence[int], n_tags: int) -> bytes:
-    """A serialised tf.train.Example: float16 audio bytes + shape, multi-hot tags."""
-    import tensorflow as tf
+    """A serialised tf.train.Example: float16 audio bytes + shape, multi-hot tags.
 
+    Written field by field, without TensorFlow: the bytes TensorFlow's deterministic
+    serialisation gives (map entries sorted by key; int64 lists packed).
+    """
     arr = np.asarray(feature, dtype="<f2")
-    hot = np.zeros(n_tags, dtype=np.int64)
+    hot = np.zeros(n_tags, dtype=np.uint8)  # 0/1: each packed varint is that one byte
     hot[list(tags)] = 1
-    feats = {
-        "tid": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tid.encode("utf-8")])),
-        "audio": tf.train.Feature(bytes_list=tf.train.BytesList(value=[arr.tobytes()])),
-        "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(arr.shape))),
-        "tags": tf.train.Feature(int64_list=tf.train.Int64List(value=hot.tolist())),
+    features = {
+        "audio": _field(1, _field(1, arr.tobytes())),
+        "shape": _field(3, _field(1, b"".join(map(_varint, arr.shape))) if arr.ndim else b""),
+        "tags": _field(3, _field(1, hot.tobytes()) if n_tags else b""),
+        "tid": _field(1, _field(1, tid.encode("utf-8"))),
     }
-    example = tf.train.Example(features=tf.train.Features(feature=feats))
-    return example.SerializeToString(deterministic=True)  # same bytes in every process
+    entries = b"".join(
+        _field(1, _field(1, key.encode()) + _field(2, value))
+        for key, value in sorted(features.items())
+    )
+    return _field(1, entries)
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint (an int64 below zero takes its 64-bit two's complement)."""
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2): a message, bytes or a packed list."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def decode_example(serialized: bytes) -> dict:
@@ -335,39 +365,30 @@ def write_shard(
     spec: FeatureSpec,
     n_tags: int,
     compression: str | None,
-    features: Iterable[np.ndarray | None] | None = None,
     on_track: Callable[[int], None] | None = None,
 ) -> ShardResult:
-    """Encode a shard's tracks and write the file atomically (temp name, then rename).
+    """Compute, encode and write a shard's tracks atomically (temp name, then rename).
 
-    `features` are the shard's tracks' `track_feature`s in order, when a pool computed them;
-    by default they are computed here. The result file in `_progress/` is renamed into place
-    before the shard, so a finished shard always has its result; a killed writer leaves only
-    temp files behind.
+    The result file in `_progress/` is renamed into place before the shard, so a finished
+    shard always has its result; a killed writer leaves only temp files behind.
     """
-    import tensorflow as tf
-
     out = Path(out_dir)
     start = time.perf_counter()
-    if features is None:
-        features = (track_feature(t, spec) for t in shard.tracks)
     final = out / shard.file
     tmp = out / f".{shard.file}.{os.getpid()}.tmp"
     tids: list[str] = []
     bad: list[str] = []
-    options = tf.io.TFRecordOptions(compression_type=compression or "")
     try:
-        with tf.io.TFRecordWriter(str(tmp), options) as writer:
-            for track, feature in zip(shard.tracks, features, strict=True):
+        with _tfrecord_file(tmp, compression) as write:
+            for track in shard.tracks:
+                feature = track_feature(track, spec)
                 if feature is None:
                     bad.append(track.tid)
                 else:
-                    writer.write(encode_example(track.tid, feature, track.tags, n_tags))
+                    write(encode_example(track.tid, feature, track.tags, n_tags))
                     tids.append(track.tid)
                 if on_track is not None:
                     on_track(1)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
         result = ShardResult(shard.file, shard.split, tids, bad, time.perf_counter() - start)
         _write_json(out / PROGRESS_DIR / f"{shard.file}.json", result.to_dict())
         os.replace(tmp, final)
@@ -376,6 +397,41 @@ def write_shard(
             tmp.unlink()
         raise
     return result
+
+
+@contextlib.contextmanager
+def _tfrecord_file(path: Path, compression: str | None) -> Iterator[Callable[[bytes], None]]:
+    """A `write(record)` that frames records as TFRecordWriter does; fsynced when closed.
+
+    Each record: its length (uint64, little-endian), the length's masked CRC32C, the data, the
+    data's masked CRC32C. GZIP is one zlib stream with TensorFlow's settings (gzip header,
+    default level, memLevel 9), so the compressed bytes match TensorFlow's too.
+    """
+    z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 31, 9) if compression else None
+    with open(path, "wb") as fh:
+
+        def put(data: bytes) -> None:
+            fh.write(z.compress(data) if z is not None else data)
+
+        def write(record: bytes) -> None:
+            length = len(record).to_bytes(8, "little")
+            put(length + _masked_crc32c(length))
+            put(record)
+            put(_masked_crc32c(record))
+
+        yield write
+        if z is not None:
+            fh.write(z.flush())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _masked_crc32c(data: bytes) -> bytes:
+    """TFRecord's checksum: CRC32C rotated right by 15 bits plus a constant, little-endian."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF).to_bytes(4, "little")
 
 
 def _write_json(path: Path, obj: object) -> None:
@@ -387,21 +443,6 @@ def _write_json(path: Path, obj: object) -> None:
 # -- runners ----------------------------------------------------------------------------------
 
 
-def _feature_job(job: tuple[Track, FeatureSpec]) -> np.ndarray | None:
-    return track_feature(*job)
-
-
-def _init_worker(parent: int) -> None:
-    """Pool workers exit when the build process dies (even by SIGKILL), never linger."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _run_local(
     out_dir: Path,
     todo: list[Shard],
@@ -411,24 +452,57 @@ def _run_local(
     workers: int,
     on_track: Callable[[int], None],
 ) -> None:
-    """Write the shards in order; `workers` processes compute the features (none when 1).
+    """Write the shards: here when 1 worker, else each in a pool worker, whole.
 
-    Workers only decode and compute (NumPy, no TensorFlow to import); this process encodes
-    and writes, so shards come out exactly as a single process would write them.
+    A worker computes, encodes and writes its shard, so nothing but track counts travels back;
+    shards are handed out largest first, so the last one to finish is a small one. A build
+    uses at most one worker per shard: `--shards` at least the number of cores keeps them busy.
     """
-    if workers <= 1:
-        for shard in todo:
-            write_shard(out_dir, shard, spec, n_tags, compression, on_track=on_track)
-        return
-    import multiprocessing as mp
+    if workers <= 1 or len(todo) <= 1:
+        from threadpoolctl import threadpool_limits
 
-    ctx = mp.get_context("spawn")  # no fork of a process that may hold TensorFlow threads
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-        jobs = ((t, spec) for s in todo for t in s.tracks)
-        features = pool.imap(_feature_job, jobs, chunksize=2)
-        for shard in todo:
-            part = itertools.islice(features, len(shard.tracks))
-            write_shard(out_dir, shard, spec, n_tags, compression, part, on_track)
+        with threadpool_limits(1, user_api="blas"):  # one core: a 2nd BLAS thread only spins
+            for shard in todo:
+                write_shard(out_dir, shard, spec, n_tags, compression, on_track)
+        return
+    from orpheus import pool
+
+    queue = pool.simple_queue()  # track counts from the workers, None to stop the reader
+    reader = threading.Thread(target=_forward, args=(queue, on_track), daemon=True)
+    reader.start()
+    order = sorted(todo, key=lambda s: -len(s.tracks))
+    try:
+        with pool.executor(min(workers, len(todo)), PRELOAD, _set_progress, (queue,)) as ex:
+            futures = [
+                ex.submit(write_shard, out_dir, s, spec, n_tags, compression, _report)
+                for s in order
+            ]
+            try:
+                for future in as_completed(futures):
+                    future.result()  # the first error stops the build
+            finally:
+                ex.shutdown(cancel_futures=True)
+    finally:  # the reader drains the queue until every worker is gone, so none blocks on it
+        queue.put(None)
+        reader.join()
+        queue.close()
+
+
+def _forward(queue, on_track: Callable[[int], None]) -> None:
+    while (n := queue.get()) is not None:
+        on_track(n)
+
+
+_progress_queue = None  # in a pool worker: where `_report` sends track counts
+
+
+def _set_progress(queue) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _report(n: int) -> None:
+    _progress_queue.put(n)
 
 
 def _run_beam(
@@ -503,6 +577,10 @@ def build(
     """
     if runner not in ("local", "beam"):
         raise OrpheusError(f"unknown runner '{runner}'", hint="use local or beam")
+    if runner == "local" and workers > 1 and len(the_plan.shards) > 1:
+        from orpheus import pool
+
+        pool.start(PRELOAD)  # its imports run while finished shards are looked for
     out = Path(out_dir)
     progress_dir = out / PROGRESS_DIR
     digest = the_plan.digest

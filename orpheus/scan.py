@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +58,10 @@ ROW_COLUMNS = REJECT_COLUMNS | {
     "sample_rate": "Int64",
 }
 KEY = ["file_path", "file_size", "mtime_ns"]  # a file is re-read when any of these changes
-CHUNK = 256  # files per task: large enough to amortise inter-process traffic (~0.1 s of headers)
+CHUNK = 1024  # files per task: ~0.07 s of headers, against ~2 ms of inter-process traffic
 VERIFY_CHUNK = 16  # with --verify a file takes ~20 ms to decode: keep a task well under a second
+PRELOAD = ("orpheus.scan", "mutagen.mp3")  # what a worker needs, imported once by the fork server
+VERIFY_PRELOAD = (*PRELOAD, "orpheus.audio", "soundfile")
 
 Progress = Callable[[int, int], None]  # (files done, files total)
 Checkpoint = Callable[[list[dict]], None]  # each batch of newly read rows, as soon as it is read
@@ -145,6 +147,10 @@ def scan(
     save them and a killed scan loses only the batches in flight.
     """
     root = Path(root).resolve()
+    if (workers or os.cpu_count() or 1) > 1:  # the pool's imports run while the tree is walked
+        from orpheus import pool
+
+        pool.start(VERIFY_PRELOAD if verify else PRELOAD)
     files, unreadable = walk(root)
     listing = pd.DataFrame(
         {
@@ -267,6 +273,9 @@ def _probe_chunk(root: str, entries: list[FileEntry], verify: bool) -> list[dict
 
 
 def _run(root: Path, files: list[FileEntry], workers: int | None, verify: bool):
+    """Chunks of rows as they are read: here when 1 worker, else from one pool made once."""
+    from orpheus import pool
+
     size = VERIFY_CHUNK if verify else CHUNK
     chunks = [files[i : i + size] for i in range(0, len(files), size)]
     workers = workers or os.cpu_count() or 1
@@ -274,10 +283,14 @@ def _run(root: Path, files: list[FileEntry], workers: int | None, verify: bool):
         for chunk in chunks:
             yield _probe_chunk(str(root), chunk, verify)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-        futures = [pool.submit(_probe_chunk, str(root), c, verify) for c in chunks]
-        for future in as_completed(futures):
-            yield future.result()
+    preload = VERIFY_PRELOAD if verify else PRELOAD
+    with pool.executor(min(workers, len(chunks)), preload) as ex:
+        futures = [ex.submit(_probe_chunk, str(root), c, verify) for c in chunks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:  # an error, or a caller that stops early: do not read the chunks left
+            ex.shutdown(cancel_futures=True)
 
 
 def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:

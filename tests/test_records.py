@@ -314,3 +314,122 @@ def test_cli_read_only_workspace_output_exits_2(corpus, tmp_path):
     finally:
         undo()
     assert done.returncode == 2 and "cannot write TFRecords" in done.stderr, done.stderr
+
+
+# -- writing without TensorFlow, in the workers -----------------------------------------------
+
+
+def _tf_example(tid: str, feature: np.ndarray, tags, n_tags: int) -> bytes:
+    """TensorFlow's own Example for a track: the oracle of `records.encode_example`."""
+    import tensorflow as tf
+
+    arr = np.asarray(feature, dtype="<f2")
+    hot = np.zeros(n_tags, dtype=np.int64)
+    hot[list(tags)] = 1
+    feats = {
+        "tid": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tid.encode("utf-8")])),
+        "audio": tf.train.Feature(bytes_list=tf.train.BytesList(value=[arr.tobytes()])),
+        "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(arr.shape))),
+        "tags": tf.train.Feature(int64_list=tf.train.Int64List(value=hot.tolist())),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(
+    ("tid", "shape", "tags", "n_tags"),
+    [
+        ("TRAAAGR128F425B14B", (1876, 96), [0, 5], 155),  # a 30 s log-mel
+        ("TR" + "ü" * 70, (200,), [154], 155),  # a tid whose length takes a 2-byte varint
+        ("TRB", (0, 96), [0], 1),  # no frames at all
+        ("TRC", (3,), [], 300),  # no tag on: an all-zero multi-hot
+    ],
+)
+def test_encoded_example_is_byte_for_byte_tensorflows(tid, shape, tags, n_tags):
+    feature = np.random.default_rng(0).standard_normal(shape)
+    assert records.encode_example(tid, feature, tags, n_tags) == _tf_example(
+        tid, feature, tags, n_tags
+    )
+
+
+@pytest.mark.parametrize("compression", [None, "GZIP"])
+def test_worker_written_shards_equal_tensorflows_writer_byte_for_byte(
+    corpus, tmp_path, compression
+):
+    import tensorflow as tf
+
+    plan = _plan(corpus, shards=3, compression=compression)
+    index = records.build(tmp_path / "out", plan, workers=2).index
+    bad = set(index["skipped_tids"]["undecodable"])
+    options = tf.io.TFRecordOptions(compression_type=compression or "")
+    for shard in plan.shards:
+        expected = tmp_path / f"tf-{shard.file}"
+        with tf.io.TFRecordWriter(str(expected), options) as writer:
+            for t in shard.tracks:
+                if t.tid not in bad:
+                    feature = plan.spec.compute(t.path)
+                    writer.write(_tf_example(t.tid, feature, t.tags, len(VOCABULARY)))
+        assert (tmp_path / "out" / shard.file).read_bytes() == expected.read_bytes(), shard.file
+
+
+def test_tensorflow_reads_worker_shards_back_and_checks_their_crcs(corpus, tmp_path):
+    import tensorflow as tf
+
+    plan = _plan(corpus, shards=2)
+    index = records.build(tmp_path / "out", plan, workers=2).index
+    for shard in index["shards"]:
+        path = tmp_path / "out" / shard["file"]
+        read = [records.decode_example(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+        assert [d["tid"] for d in read] == shard["tids"]
+    # the reader does check the data's CRC: one flipped bit in the last record's is an error
+    path = tmp_path / "out" / index["shards"][0]["file"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(str(path)))
+
+
+def test_a_build_never_imports_tensorflow_in_the_parent_or_the_workers(corpus, tmp_path):
+    """A `tensorflow` that cannot be imported, first on the path of the build and its pool."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('TensorFlow was imported')\n")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from pathlib import Path
+        from records_helpers import VOCABULARY, make_corpus
+        from orpheus import records
+        if __name__ == "__main__":
+            corpus = make_corpus(Path({str(tmp_path / "c")!r}), n=6, untagged=0)
+            plan = records.plan(corpus.tracks, corpus.tags, VOCABULARY, {{}}, shards=3)
+            for workers in (1, 2):
+                records.build(Path({str(tmp_path)!r}) / f"out{{workers}}", plan, workers=workers)
+            print("tensorflow" in sys.modules)
+        """
+    )
+    env = {**ENV, "PYTHONPATH": f"{tmp_path / 'fake'}{os.pathsep}{ROOT}"}
+    done = subprocess.run([PY, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False"]
+    index = records.read_index(tmp_path / "out2")
+    assert index == records.read_index(tmp_path / "out1") and index["tracks"] == 6
+    for shard in index["shards"]:
+        one, two = (tmp_path / f"out{w}" / shard["file"] for w in (1, 2))
+        assert one.read_bytes() == two.read_bytes()
+
+
+def test_pool_workers_start_with_the_stage_loaded_and_without_tensorflow():
+    """The fork server imported PRELOAD once; the workers fork from it, not from this process."""
+    import tensorflow  # noqa: F401  (the parent holds TensorFlow, as `orpheus train` would)
+
+    from orpheus import pool
+
+    probe = "sorted(m for m in ('tensorflow', 'librosa.feature.spectral', 'soxr') if m in "
+    probe += "__import__('sys').modules), __import__('os').getpid()"
+    with pool.executor(2, records.PRELOAD) as ex:
+        seen = list(ex.map(eval, [probe] * 8))
+    assert {tuple(m) for m, _ in seen} == {("librosa.feature.spectral", "soxr")}
+    assert os.getpid() not in {pid for _, pid in seen}

@@ -1,0 +1,69 @@
+"""Process pools for the stages that scale with cores: `scan`, `silence`, `tfrecords build`.
+
+Workers are forked from multiprocessing's fork server, a fresh interpreter that imports the
+stage's modules once (`preload`): a worker then starts in milliseconds with those modules
+loaded, where a spawned worker pays ~2 s of CPU for them (librosa loads numba caches), and it
+never inherits TensorFlow or the parent's threads, whatever the parent has imported. A process
+has one fork server, so the first pool decides its preload; a later pool's workers import what
+else they need themselves (correct, only slower). Each worker uses one BLAS thread (the pool is
+the parallelism) and exits when its parent goes away, even when the parent is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver
+from multiprocessing.context import BaseContext
+from multiprocessing.queues import SimpleQueue
+
+CONTEXT = "forkserver"
+
+
+def executor(
+    workers: int,
+    preload: Sequence[str],
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> ProcessPoolExecutor:
+    """A pool of `workers` processes forked from a server that has imported `preload`."""
+    ctx = start(preload)
+    return ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(initializer, initargs)
+    )
+
+
+def start(preload: Sequence[str]) -> BaseContext:
+    """Start the fork server now, so that it imports `preload` while the caller does other work.
+
+    Costs the caller a few milliseconds; `executor` calls it too, and a second call is a no-op.
+    """
+    ctx = mp.get_context(CONTEXT)
+    ctx.set_forkserver_preload(["__main__", *preload])  # the main script too: once, not per worker
+    forkserver.ensure_running()
+    return ctx
+
+
+def simple_queue() -> SimpleQueue:
+    """A queue the pool's workers can write to (handed to them through `initargs`)."""
+    return mp.get_context(CONTEXT).SimpleQueue()
+
+
+def _init_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")  # the pool is the parallelism: more BLAS threads spin
+    parent = os.getppid()  # the fork server, which exits when the pool's owner does
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
