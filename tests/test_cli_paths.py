@@ -62,7 +62,7 @@ def workspace(example_corpus: Path, tmp_path_factory) -> Path:
     ws = Workspace.create(root)
     use_example(ws, example_corpus, json.loads((example_corpus / "truth.json").read_text()))
     cfg = ws.config
-    cfg["model"].update(n_filters=2, n_dense_units=8)
+    cfg["model"].update(n_filters=2, n_dense_units=8, n_backend_filters=8)
     cfg["model-training"].update(
         split=SPLIT, batch_size=BATCH, iterations=STEPS, epochs=EPOCHS, window_length=WINDOW_S
     )
