@@ -363,3 +363,23 @@ def test_checkpoint_settings_are_config_keys_and_must_be_positive(tmp_path):
     for key in ("scan.checkpoint_files", "scan.checkpoint_seconds", "silence.checkpoint_tracks"):
         bad = orpheus("-w", w, "config", "set", key, "0")
         assert bad.exit_code == 2 and "must be > 0" in bad.stderr, bad.output
+
+
+def test_pool_chunks_cover_every_file_once_and_match_one_worker(tree):
+    """Over two full chunks plus one file, read by a pool of 2: the rows handed to `checkpoint`
+    come in chunks of at most CHUNK, cover every file exactly once, and the tables equal one
+    worker's."""
+    source = tree / audio_relpath(1234)
+    n = 2 * scan_mod.CHUNK + 1
+    for i in range(n):
+        dest = tree / audio_relpath(2_000_000 + i)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, dest)
+    batches: list[list[dict]] = []
+    parallel = scan_mod.scan(tree, workers=2, checkpoint=batches.append)
+    serial = scan_mod.scan(tree, workers=1)
+    assert parallel.table.equals(serial.table) and parallel.rejects.equals(serial.rejects)
+    assert len(parallel.table) == n + 2 and parallel.read == n + 4
+    assert len(batches) == 3 and max(map(len, batches)) == scan_mod.CHUNK
+    paths = [row["file_path"] for batch in batches for row in batch]
+    assert sorted(paths) == sorted(set(paths)) and len(paths) == n + 4
