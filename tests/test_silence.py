@@ -257,3 +257,14 @@ def test_sigkill_during_silence_then_rerun_reuses_its_progress(example_corpus, t
     for table in ("silence", "silence_rejects", "silence_stats"):
         assert_same_rows(killed.path(f"data/{table}.parquet"), clean.path(f"data/{table}.parquet"))
     assert Workspace.open(killed.root).state("silence") == "ok"
+
+
+def test_pool_hands_every_track_to_checkpoint_once(corpus):
+    """With 2 workers, the saved batches are exactly the new statistics, one row per track."""
+    root, tracks = corpus
+    saved: list[dict] = []
+    result = sil.compute_stats(root, tracks, workers=2, checkpoint=saved.extend)
+    assert sorted(row["file_path"] for row in saved) == sorted(tracks["file_path"])
+    from_rows = sil._typed(pd.DataFrame.from_records(saved)).sort_values("file_path")
+    expected = result.stats.sort_values("file_path")
+    pd.testing.assert_frame_equal(from_rows.reset_index(drop=True), expected.reset_index(drop=True))
