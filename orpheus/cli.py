@@ -17,6 +17,7 @@ from orpheus import __version__
 from orpheus.commands import config as config_cmd
 from orpheus.commands import demo as demo_cmd
 from orpheus.commands import init as init_cmd
+from orpheus.commands import labels as labels_cmd
 from orpheus.commands import predict as predict_cmd
 from orpheus.commands import record as record_cmd
 from orpheus.commands import scan as scan_cmd
@@ -138,6 +139,7 @@ def main_options(
 app.command("init")(init_cmd.command)
 app.command("scan")(scan_cmd.command)
 app.command("wrangle")(wrangle_cmd.command)
+app.add_typer(labels_cmd.app, name="labels")
 app.command("silence")(silence_cmd.command)
 app.add_typer(tags_cmd.app, name="tags")
 app.add_typer(tfrecords_cmd.app, name="tfrecords")

@@ -209,13 +209,16 @@ def plan(
     split: Sequence[float] = (80, 10, 10),
     shards: int | None = None,
     compression: str | None = None,
+    assigned: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide which track goes into which shard of which split.
 
     `tracks` are (track ID, audio path) pairs; `tags` maps a track ID to its clean tag names.
     Tracks without a tag in `vocabulary` are left out (counted as untagged). `shards` is the
     total number of files, about; each non-empty split gets at least one, in proportion to its
-    tracks; None means one per TRACKS_PER_SHARD tracks.
+    tracks; None means one per TRACKS_PER_SHARD tracks. `assigned` gives tracks their split
+    (a dataset's split files, or by artist: `orpheus.labels.splits`); the others, and those
+    assigned to a split that `split` leaves out, go by their hash.
     """
     split = check_split(split)
     if shards is not None and shards < 1:
@@ -238,7 +241,9 @@ def plan(
         if not idx:
             untagged.append(tid)
             continue
-        by_split[split_of(tid, split)].append((track_hash(tid), Track(tid, str(path), idx)))
+        name = (assigned or {}).get(tid)
+        name = name if name in by_split else split_of(tid, split)
+        by_split[name].append((track_hash(tid), Track(tid, str(path), idx)))
     if n_rows == 0:
         raise OrpheusError("the track list is empty: nothing to write")
     n_tagged = len(seen) - len(untagged)

@@ -46,6 +46,14 @@ PIPELINE: list[tuple[str, str]] = [
     ("tfrecords/*", "orpheus tfrecords build"),
     ("run/*", "orpheus train"),
 ]
+# The pipeline of a workspace whose labels came from `orpheus labels import` (no scan, no
+# wrangle: the import writes the track table that silence reads).
+LABELS = "labels"
+LABEL_PIPELINE: list[tuple[str, str]] = [
+    (LABELS, "orpheus labels import --from SOURCE PATH"),
+    *PIPELINE[2:],
+]
+LASTFM = "lastfm"  # the label source of the MSD path
 
 OK, STALE, MISSING = "ok", "stale", "missing"
 
@@ -418,16 +426,33 @@ class Workspace:
         p = Path(entry["path"])
         return p if p.is_absolute() else self.root / p
 
+    def label_source(self) -> str:
+        """Where the labels come from: `lastfm` (scan + wrangle) or a `labels import` source."""
+        entry = self.entry(LABELS)
+        return entry["params"]["source"] if entry else LASTFM
+
+    def tracks_artifact(self) -> str:
+        """The artifact holding the track table silence reads: `wrangle` or `labels`."""
+        return "wrangle" if self.label_source() == LASTFM else LABELS
+
+    def pipeline(self) -> list[tuple[str, str]]:
+        """The steps of this workspace's label source, a remade import as it was typed."""
+        entry = self.entry(LABELS)
+        if entry is None:
+            return PIPELINE
+        return [(LABELS, entry["command"]), *LABEL_PIPELINE[1:]]
+
     def audio_root(self) -> Path:
-        """The audio root the last scan read (the stages after it resolve audio from it)."""
-        entry = self.entry("scan")
+        """The audio root the scan (or the labels import) read: later stages resolve audio there."""
+        name = "scan" if self.label_source() == LASTFM else LABELS
+        entry = self.entry(name)
         root = (entry or {}).get("params", {}).get("audio_root")
         if not root:
-            raise WorkspaceError(f"no scan yet: run `{make_command('scan')}`")
+            raise WorkspaceError(f"no {name} yet: run `{make_command(name)}`")
         if not Path(root).is_dir():
             raise WorkspaceError(
-                f"the scanned audio root is gone: {root}",
-                hint="run `orpheus scan AUDIO_ROOT` again",
+                f"the audio root is gone: {root}",
+                hint=f"run `{self.pipeline()[0][1]}` again with the audio's new place",
             )
         return Path(root)
 
@@ -501,7 +526,7 @@ class Workspace:
     def next_command(self) -> str | None:
         """The first pipeline step whose artifact is missing or stale, as a command to run."""
         states = self.states()
-        for pattern, command in PIPELINE:
+        for pattern, command in self.pipeline():
             names = _matching(pattern, states)
             if not names or any(states[n][0] != OK for n in names):
                 return command
@@ -510,7 +535,7 @@ class Workspace:
 
 def make_command(name: str) -> str:
     """The command that makes artifact `name`."""
-    for pattern, command in PIPELINE:
+    for pattern, command in PIPELINE + LABEL_PIPELINE[:1]:
         if _matching(pattern, [name]):
             return command
     return f"orpheus {name}"

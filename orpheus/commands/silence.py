@@ -52,7 +52,8 @@ def command(
 
     ws = workspace(ctx)
     check_workers(workers)
-    tracks = pd.read_parquet(ws.require("wrangle"))
+    source = ws.tracks_artifact()  # `wrangle`, or `labels` when labels were imported
+    tracks = pd.read_parquet(ws.require(source))
     root = ws.audio_root()
     cfg = ws.config["silence"]
     given = {
@@ -100,7 +101,7 @@ def command(
         "silence",
         TABLE,
         params=params,
-        inputs={"wrangle": "wrangle"},
+        inputs={source: source},
         summary={"rows": len(kept), "rejects": len(rejects)},
     )
     console.print(reasons_table("silence", len(tracks), len(kept), sil.counts(rejects)))

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from orpheus.commands._common import console, print_json, workspace
-from orpheus.workspace import MISSING, OK, PIPELINE, STALE, make_command
+from orpheus.workspace import MISSING, OK, STALE
 
 STATE_STYLE = {OK: "green", STALE: "yellow", MISSING: "red"}
 
@@ -35,7 +35,7 @@ def command(
                 "summary": entry.get("summary", {}),
             }
         )
-    for pattern, _ in PIPELINE:  # stages never run are listed as missing
+    for pattern, how in ws.pipeline():  # stages of the label source never run: missing
         if not pattern.endswith("/*") and pattern not in artifacts:
             rows.append(
                 {
@@ -44,7 +44,7 @@ def command(
                     "reason": "never made",
                     "path": None,
                     "created": None,
-                    "command": make_command(pattern),
+                    "command": how,
                     "summary": {},
                 }
             )

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from orpheus.commands._common import console, info, options, print_json, progress, workspace
 from orpheus.errors import OrpheusError
+from orpheus.workspace import LASTFM
 
 if TYPE_CHECKING:
     from orpheus.lastfm.db import LastFm
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 CLEAN_DB = "tags/clean_lastfm.db"
 ARTIFACT = "clean-tags"
+LABELS_DB = "labels-db"  # the raw tag db `orpheus labels import` writes
 STAGES = 6  # progress messages clean_database sends
 
 RawOpt = Annotated[bool, typer.Option("--raw", help="Use the input Last.fm db, not the clean one.")]
@@ -133,17 +135,42 @@ def clean(
     drop: Annotated[
         list[str] | None, typer.Option(help="Drop a clean or raw tag (repeatable).")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="lastfm (Last.fm's rules and lists) or passthrough (keep every tag, merge"
+            " spellings); default: passthrough for imported labels, else lastfm."
+        ),
+    ] = None,
+    min_tracks: Annotated[
+        int | None, typer.Option(help="passthrough: tracks a tag needs (default 10).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Last.fm's ~500k raw tags -> ~155 clean tags, written to tags/clean_lastfm.db.
 
-    Same schema as the input (plus an audit table read by `orpheus tags explain`).
+    Same schema as the input (plus an audit table read by `orpheus tags explain`). Labels
+    imported with `orpheus labels import` are cleaned by the passthrough profile.
     """
-    from orpheus.lastfm.cleaning import CleaningParams, clean_database, load_lists
+    from orpheus.lastfm.cleaning import (
+        LASTFM_PROFILE,
+        PASSTHROUGH_MIN_TRACKS,
+        PASSTHROUGH_PROFILE,
+        CleaningParams,
+        clean_database,
+        load_lists,
+    )
 
     ws = workspace(ctx)
     cfg = ws.config["tags-cleaning"]
     src = _input_db(ws, lastfm_db)
+    imported = lastfm_db is None and ws.label_source() != LASTFM
+    profile = profile or (PASSTHROUGH_PROFILE if imported else LASTFM_PROFILE)
+    passthrough = profile == PASSTHROUGH_PROFILE
+    if min_tracks is not None and not passthrough:
+        raise OrpheusError(
+            "--min-tracks belongs to the passthrough profile", hint="use --threshold"
+        )
     lists_dir = lists if lists is not None else _config_path(ws, cfg.get("lists"))
     groups = combine if combine else cfg.get("combine") or []
     params = CleaningParams(
@@ -152,8 +179,10 @@ def clean(
         val=val if val is not None else float(cfg["val"]),
         combine=tuple(_group(g) for g in groups),
         drop=tuple(drop if drop else cfg.get("drop") or []),
+        profile=profile,
+        min_tracks=(min_tracks or PASSTHROUGH_MIN_TRACKS) if passthrough else 1,
     )
-    tag_lists = load_lists(lists_dir)
+    tag_lists = None if passthrough else load_lists(lists_dir)
     dest = ws.path(CLEAN_DB)
     with progress(ctx) as bar:
         task = bar.add_task("cleaning tags", total=STAGES)
@@ -164,8 +193,8 @@ def clean(
 
         summary = clean_database(src, dest, params, tag_lists, progress=step)
         bar.update(task, completed=STAGES, description="done")
-    inputs: dict[str, str | Path] = {"lastfm_db": src}
-    if lists_dir is not None:
+    inputs: dict[str, str | Path] = {LABELS_DB: LABELS_DB} if imported else {"lastfm_db": src}
+    if lists_dir is not None and not passthrough:
         inputs["lists"] = Path(lists_dir).resolve()
     ws.register(
         ARTIFACT,
@@ -177,6 +206,8 @@ def clean(
             "lists": str(lists_dir) if lists_dir is not None else None,
             "combine": [list(g) for g in params.combine],
             "drop": list(params.drop),
+            "profile": params.profile,
+            "min_tracks": params.min_tracks,
         },
         inputs=inputs,
         summary={k: summary[k] for k in ("clean_tags", "tracks", "rows")},
@@ -287,6 +318,7 @@ def _sentence(r: dict) -> str:
     where = f"-> [bold]{clean}[/bold]" if clean else "-> [red]discarded[/red]"
     reasons = {
         "genre": f"a genre tag ({r['tracks']:,} tracks; {source})",
+        "kept": f"kept as named ({r['tracks']:,} tracks; {source})",
         "spelling": f"same {source} spelling key as {via}",
         "collision": f"collides with {via} ({source}); the more popular spelling names the tag",
         "vocal": f"vocal tag list {source}",
@@ -323,6 +355,9 @@ def _open(ctx: typer.Context, raw: bool, given: Path | None, clean_only: bool = 
 
 
 def _input_db(ws: Workspace, given: Path | None) -> Path:
+    """The raw tag db: --lastfm-db, else the imported labels' db, else paths.lastfm_db."""
+    if given is None and ws.label_source() != LASTFM:
+        return ws.require(LABELS_DB)
     path = given if given is not None else ws.input_path("lastfm_db")
     if path is None:
         raise OrpheusError(

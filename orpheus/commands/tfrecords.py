@@ -7,15 +7,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from orpheus.commands._common import console, info, progress, workspace
+from orpheus.commands._common import console, err_console, info, progress, workspace
 from orpheus.errors import EXIT_PARTIAL, OrpheusError
 from orpheus.paths import confined, outside_message
 
 app = typer.Typer(help="TFRecords: the training data, one Example per track.", no_args_is_help=True)
 
 FORMAT_HELP = "log-mel or waveform (default: tfrecords.format in config.json)."
+SPLIT_HINT = (
+    "more tracks, a larger share for that split (orpheus config set model-training.split"
+    " '[70,15,15]'), or fewer rare tags (orpheus tags clean --min-tracks N) fix it"
+)
 
 
 @app.command()
@@ -42,9 +47,11 @@ def build(
     Resumable: run it again after an interruption and finished shards are kept.
     """
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from orpheus import records
     from orpheus.audio import LogMelParams
+    from orpheus.labels import splits
     from orpheus.lastfm.db import LastFm
 
     ws = workspace(ctx)
@@ -67,7 +74,11 @@ def build(
     n_shards = shards if shards is not None else tcfg["shards"]
     compression = "GZIP" if gzip else tcfg["compression"]
 
-    table = pd.read_parquet(ws.require("silence"), columns=["track_id", "file_path"])
+    silence = ws.require("silence")
+    present = set(pq.read_schema(silence).names)
+    wanted = ["track_id", "file_path", *({"artist", "split"} & present)]  # from labels import
+    table = pd.read_parquet(silence, columns=wanted)
+    assigned, split_source = splits.assign(table, cfg["model-training"]["split"])
     root = ws.audio_root()
     with LastFm(ws.require("clean-tags")) as db:
         vocabulary = db.vocabulary()
@@ -83,7 +94,11 @@ def build(
         split=cfg["model-training"]["split"],
         shards=n_shards,
         compression=compression,
+        assigned=assigned,
     )
+    for problem in splits.problems(the_plan):
+        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+        err_console.print(f"[yellow]hint:[/yellow] {SPLIT_HINT}")
     out = ws.path(f"tfrecords/{spec.format}")
     with progress(ctx) as bar:
         task = bar.add_task(f"encoding {spec.format}", total=the_plan.n_tracks)
@@ -104,6 +119,7 @@ def build(
             **spec.to_dict(),
             "compression": compression,
             "split": cfg["model-training"]["split"],
+            "split_source": split_source,
             "shards": len(index["shards"]),
         },
         inputs={"silence": "silence", "clean-tags": "clean-tags"},

@@ -22,6 +22,11 @@ counted rows, not distinct tracks; duplicate (track, tag) rows were written; `va
 and drop crashed when a tag was absent; a raw tag claimed by a genre and a vocal tag crashed the
 writer (the hand-filtered vocal list wins); two clean tags could share a lowercased name (merged).
 Every raw tag's fate is recorded in an `audit` table, read by `orpheus tags explain`.
+
+Those rules are the `lastfm` profile. Labels from other sources (`orpheus labels import`) are
+already a vocabulary: their `passthrough` profile keeps every tag with at least `min_tracks`
+tracks and only merges spellings that differ in case, spaces or punctuation, leaving a
+`category---` prefix alone (`mood/theme---happy` stays itself).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ REQUIRED_LISTS = (GENRE_LIST, *(f"{t}_list_filtered.txt" for t in VOCAL_TAGS))
 DEFAULT_COMBINE: tuple[tuple[str, ...], ...] = (("rhythm and blues", "rnb"), ("funky", "funk"))
 DEFAULT_DROP = ("2000", "00", "90", "80", "70", "60")
 INDICATOR = "-"
+LASTFM_PROFILE, PASSTHROUGH_PROFILE = "lastfm", "passthrough"
+PROFILES = (LASTFM_PROFILE, PASSTHROUGH_PROFILE)
+PASSTHROUGH_MIN_TRACKS = 10  # a tag with fewer positives can hardly be learnt or scored
 AUDIT_COLUMNS = ("raw_tag", "clean_tag", "rule", "source", "via", "tracks")
 
 # -- tag lists -----------------------------------------------------------------------------
@@ -185,8 +193,16 @@ class CleaningParams:
     val: float = 0.0
     combine: tuple[tuple[str, ...], ...] = ()
     drop: tuple[str, ...] = ()
+    profile: str = LASTFM_PROFILE
+    min_tracks: int = 1  # tracks a clean tag needs to be written
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise OrpheusError(
+                f"unknown cleaning profile {self.profile!r}", hint="choose lastfm or passthrough"
+            )
+        if self.min_tracks < 1:
+            raise OrpheusError(f"--min-tracks must be >= 1, got {self.min_tracks}")
         if self.threshold < 1:
             raise OrpheusError(f"--threshold must be >= 1, got {self.threshold}")
         if self.sub_threshold < 0:
@@ -359,18 +375,8 @@ def build_clean_table(
             table.take(raw, idx)
             table.why[raw] = ("vocal", source, tag)
 
-    for groups, strict, source in (
-        (DEFAULT_COMBINE, False, "default"),
-        (params.combine, True, "--combine"),
-    ):
-        for group in groups:
-            found = {table.resolve(t, strict, "--combine") for t in group} - {None}
-            if len(found) < 2:
-                continue
-            into = min(found, key=lambda i: table.rows[i].rank)  # type: ignore[arg-type,return-value]
-            for other in sorted(found - {into}):  # type: ignore[operator]
-                table.merge(into, other, ("combine", source, table.rows[into].canonical))
-
+    _combine(table, DEFAULT_COMBINE, False, "default")
+    _combine(table, params.combine, True, "--combine")
     for name in DEFAULT_DROP:
         table.drop(name, False, "default drop list")
     for name in params.drop:
@@ -388,6 +394,65 @@ def build_clean_table(
 
     mapping = {raw: table.rows[i].canonical.lower() for raw, i in table.where.items()}
     return CleanTable(mapping, _audit(names, counts, rejected, mapping, table.why, lists, params))
+
+
+def _combine(table: _Table, groups, strict: bool, source: str) -> None:
+    """Merge each group's rows into its best-ranked one."""
+    for group in groups:
+        found = {table.resolve(t, strict, "--combine") for t in group} - {None}
+        if len(found) < 2:
+            continue
+        into = min(found, key=lambda i: table.rows[i].rank)  # type: ignore[arg-type,return-value]
+        for other in sorted(found - {into}):  # type: ignore[operator]
+            table.merge(into, other, ("combine", source, table.rows[into].canonical))
+
+
+def spelling_key(tag: str) -> str:
+    """What two spellings of one tag share: the `category---` prefix as is, then the rest
+    casefolded without spaces and punctuation (`Hip-Hop` ~ `hip hop`; Unicode letters kept)."""
+    prefix, sep, rest = tag.rpartition("---")
+    key = re.sub(r"[\W_]+", "", rest.casefold())
+    return prefix.casefold() + sep + key if key else tag
+
+
+def passthrough_table(
+    names: Sequence[str], tracks: Sequence[int], params: CleaningParams
+) -> CleanTable:
+    """The profile of imported labels: each tag kept, spellings merged into the most popular.
+
+    `names` come in popularity order with their distinct-track counts (as for the Last.fm
+    rules); `--combine` and `--drop` apply as there. `min_tracks` is checked after merging.
+    """
+    counts = np.asarray(tracks, dtype=np.int64)
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        if counts[i] > 0:
+            groups.setdefault(spelling_key(name), []).append(i)
+    table = _Table()
+    for k, members in enumerate(groups.values()):
+        head = names[members[0]]
+        table.add(head, (-int(counts[members[0]]), 0, k), [names[m] for m in members[1:]])
+        table.why[head] = ("kept", "passthrough profile", "")
+        for m in members[1:]:
+            table.why[names[m]] = ("spelling", "same letters and digits, ignoring case", head)
+    _combine(table, params.combine, True, "--combine")
+    for name in params.drop:
+        table.drop(name, True, "--drop")
+    mapping = {raw: table.rows[i].canonical.lower() for raw, i in table.where.items()}
+    no_rows = ("no-rows", f"no row with val > {params.val}", "")
+    why = [table.why.get(n, no_rows) if counts[i] > 0 else no_rows for i, n in enumerate(names)]
+    audit = pd.DataFrame(
+        {
+            "raw_tag": list(names),
+            "clean_tag": [mapping.get(n) for n in names],
+            "rule": [w[0] for w in why],
+            "source": [w[1] for w in why],
+            "via": [w[2] for w in why],
+            "tracks": counts,
+        },
+        columns=list(AUDIT_COLUMNS),
+    )
+    return CleanTable(mapping, audit)
 
 
 def _audit(
@@ -462,7 +527,8 @@ def clean_database(
     """
     start = time.perf_counter()
     params = params or CleaningParams()
-    lists = lists or load_lists()
+    lastfm = params.profile == LASTFM_PROFILE
+    lists = (lists or load_lists()) if lastfm else None
     say = progress or (lambda _msg: None)
     src, dest = Path(src), Path(dest)
     if dest.exists() and dest.resolve() == src.resolve():
@@ -492,7 +558,10 @@ def clean_database(
     counts = count_distinct(name_id, tid, len(uniques))
     order = np.lexsort((np.arange(len(uniques)), -counts))
     say("applying the cleaning rules")
-    table = build_clean_table(uniques[order].tolist(), counts[order], lists, params)
+    if lists is not None:
+        table = build_clean_table(uniques[order].tolist(), counts[order], lists, params)
+    else:
+        table = passthrough_table(uniques[order].tolist(), counts[order], params)
 
     say("mapping rows to clean tags")
     clean_names = table.clean_tags
@@ -513,26 +582,40 @@ def clean_database(
 
     tracks_per_tag = np.bincount(cid, minlength=len(clean_names))
     by_pop = sorted(range(len(clean_names)), key=lambda i: (-tracks_per_tag[i], clean_names[i]))
-    tag_order = [i for i in by_pop if tracks_per_tag[i] > 0]
-    if not tag_order:
+    tag_order = [i for i in by_pop if tracks_per_tag[i] >= params.min_tracks]
+    if not tag_order and lastfm:
         raise OrpheusError(
             f"no clean tags: no tag in {src} reaches {params.threshold} tracks"
             " and no vocal-list tag has a track",
             hint="lower --threshold",
         )
+    if not tag_order:
+        raise OrpheusError(
+            f"no clean tags: no tag in {src} has {params.min_tracks} tracks",
+            hint="lower --min-tracks",
+        )
     new_tag = np.full(len(clean_names), -1, np.int64)
     new_tag[tag_order] = np.arange(1, len(tag_order) + 1)
+    deduped = int(tid.size)
+    live = new_tag[cid] > 0  # rows of tags with too few tracks go
+    tid, cid, val = tid[live], cid[live], val[live]
     kept_tids = unique_sorted(tid)
     new_tid = np.searchsorted(kept_tids, tid) + 1
     out_tag = new_tag[cid]
     final = np.argsort(new_tid * (len(tag_order) + 1) + out_tag)  # rows by track, then tag
 
     audit = table.audit
-    empty = {clean_names[i] for i in range(len(clean_names)) if tracks_per_tag[i] == 0}
-    if empty:
-        gone = audit["clean_tag"].isin(empty)
+    few = {clean_names[i]: int(n) for i, n in enumerate(tracks_per_tag) if n < params.min_tracks}
+    if few:
+        gone = audit["clean_tag"].isin(set(few))
         audit.loc[gone, "via"] = audit.loc[gone, "clean_tag"]
-        audit.loc[gone, "source"] = audit.loc[gone, "source"] + " (its clean tag has no tracks)"
+        audit.loc[gone, "source"] = audit.loc[gone, "source"] + audit.loc[gone, "clean_tag"].map(
+            lambda c: (
+                " (its clean tag has no tracks)"
+                if few[c] == 0
+                else f" (its clean tag has {few[c]} tracks, fewer than {params.min_tracks})"
+            )
+        )
         audit.loc[gone, "clean_tag"] = None
 
     summary = {
@@ -542,7 +625,7 @@ def clean_database(
         "clean_tags": len(tag_order),
         "tracks": int(kept_tids.size),
         "rows": int(final.size),
-        "duplicates_merged": int(sel.sum() - final.size),  # rows that were merged spellings
+        "duplicates_merged": int(sel.sum() - deduped),  # rows that were merged spellings
     }
     say("writing the clean db")
     _write(
@@ -553,7 +636,7 @@ def clean_database(
         audit=audit,
         meta={
             "input": str(src.resolve()),
-            "lists": lists.where,
+            "lists": lists.where if lists is not None else None,
             "params": asdict(params),
             "summary": summary,
         },
