@@ -6,11 +6,13 @@ loaded, where a spawned worker pays ~2 s of CPU for them (librosa loads numba ca
 never inherits TensorFlow or the parent's threads, whatever the parent has imported. A process
 has one fork server, so the first pool decides its preload; a later pool's workers import what
 else they need themselves (correct, only slower). Each worker uses one BLAS thread (the pool is
-the parallelism) and exits when its parent goes away, even when the parent is SIGKILLed.
+the parallelism) and exits when its parent goes away, even when the parent is SIGKILLed. At
+exit, the process waits for its fork server, so that the workers' CPU time is its children's.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import threading
@@ -42,10 +44,25 @@ def start(preload: Sequence[str]) -> BaseContext:
 
     Costs the caller a few milliseconds; `executor` calls it too, and a second call is a no-op.
     """
+    global _reaps_at_exit
     ctx = mp.get_context(CONTEXT)
     ctx.set_forkserver_preload(["__main__", *preload])  # the main script too: once, not per worker
     forkserver.ensure_running()
+    if not _reaps_at_exit:
+        atexit.register(_reap_fork_server)
+        _reaps_at_exit = True
     return ctx
+
+
+_reaps_at_exit = False
+
+
+def _reap_fork_server() -> None:
+    """At exit, stop the fork server and wait for it, so that its CPU time and its workers'
+    count as this process's children's, as `time` and the benchmarks read them."""
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's, used by its own tests
+    if stop is not None:
+        stop()
 
 
 def simple_queue() -> SimpleQueue:
