@@ -4,10 +4,11 @@ Workers are forked from multiprocessing's fork server, a fresh interpreter that 
 stage's modules once (`preload`): a worker then starts in milliseconds with those modules
 loaded, where a spawned worker pays ~2 s of CPU for them (librosa loads numba caches), and it
 never inherits TensorFlow or the parent's threads, whatever the parent has imported. A process
-has one fork server, so the first pool decides its preload; a later pool's workers import what
-else they need themselves (correct, only slower). Each worker uses one BLAS thread (the pool is
-the parallelism) and exits when its parent goes away, even when the parent is SIGKILLed. At
-exit, the process waits for its fork server, so that the workers' CPU time is its children's.
+has one fork server; a pool that needs more than it imported restarts it when no pool is using
+it, and otherwise its workers import the rest themselves (correct, only slower). Each worker
+uses one BLAS thread (the pool is the parallelism) and exits when its parent goes away, even
+when the parent is SIGKILLed. At exit, the process waits for its fork server, so that the
+workers' CPU time is its children's.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def executor(
 ) -> ProcessPoolExecutor:
     """A pool of `workers` processes forked from a server that has imported `preload`."""
     ctx = start(preload)
-    return ProcessPoolExecutor(
+    return _Pool(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(initializer, initargs)
     )
 
@@ -42,11 +43,18 @@ def executor(
 def start(preload: Sequence[str]) -> BaseContext:
     """Start the fork server now, so that it imports `preload` while the caller does other work.
 
-    Costs the caller a few milliseconds; `executor` calls it too, and a second call is a no-op.
+    Costs the caller a few milliseconds; `executor` calls it too. A server that lacks some of
+    `preload` and serves no pool is restarted with them added (one process running several
+    stages, like `orpheus demo`, then pays each stage's imports once).
     """
-    global _reaps_at_exit
+    global _preloaded, _reaps_at_exit
     ctx = mp.get_context(CONTEXT)
-    ctx.set_forkserver_preload(["__main__", *preload])  # the main script too: once, not per worker
+    wanted = {"__main__", *preload}  # the main script too: once, not in every worker
+    if not wanted <= _preloaded:
+        if _live_pools == 0:
+            _reap_fork_server()
+        _preloaded |= wanted
+        ctx.set_forkserver_preload(["__main__", *sorted(_preloaded - {"__main__"})])
     forkserver.ensure_running()
     if not _reaps_at_exit:
         atexit.register(_reap_fork_server)
@@ -54,7 +62,26 @@ def start(preload: Sequence[str]) -> BaseContext:
     return ctx
 
 
+_preloaded: frozenset[str] = frozenset()  # what the fork server imports when it starts
+_live_pools = 0  # pools made by `executor` and not shut down yet
 _reaps_at_exit = False
+
+
+class _Pool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor that counts itself among the live pools until it is shut down."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        global _live_pools
+        super().__init__(*args, **kwargs)
+        _live_pools += 1
+        self._counted = True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        global _live_pools
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if self._counted:
+            self._counted = False
+            _live_pools -= 1
 
 
 def _reap_fork_server() -> None:
