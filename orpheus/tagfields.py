@@ -105,14 +105,13 @@ def read_fields(path: str | Path) -> dict[str, list[str]]:
     import mutagen
 
     try:
-        audio = mutagen.File(path)
+        tags = _tag_block(path)
     except mutagen.MutagenError as exc:
         raise TagReadError(path, str(exc) or type(exc).__name__) from None
     except (OSError, ValueError, EOFError, IndexError, KeyError) as exc:
         raise TagReadError(path, f"{type(exc).__name__}: {exc}") from None
     roles = (*LABEL_ROLES, ARTIST, ORPHEUS)
     out: dict[str, list[str]] = {role: [] for role in roles}
-    tags = getattr(audio, "tags", None)
     kind = container(tags)
     if kind is None:
         return out
@@ -131,6 +130,22 @@ def read_fields(path: str | Path) -> dict[str, list[str]]:
     for role in LABEL_ROLES:
         out[role] = [v for v in out[role] if v not in written]
     return out
+
+
+def _tag_block(path: str | Path):
+    """The file's mutagen tag object (None without one). An MP3's ID3 block is read alone:
+    `mutagen.File` would also scan the MPEG stream, several times slower on a library."""
+    import mutagen
+
+    if Path(path).suffix.lower() == ".mp3":
+        from mutagen.id3 import ID3 as ID3Tags
+        from mutagen.id3 import ID3NoHeaderError
+
+        try:
+            return ID3Tags(path)
+        except ID3NoHeaderError:
+            return None
+    return getattr(mutagen.File(path), "tags", None)
 
 
 def _values(tags, kind: str, key: str) -> list[str]:
