@@ -14,6 +14,13 @@ it stopped; an epoch interrupted midway is run again from its start. The input p
 over from its seed, so a resumed epoch's batches are not those an uninterrupted run would draw.
 
 Checkpoints are plain NumPy archives read with `allow_pickle=False` (no pickle on user files).
+
+Precision. `mixed` computes in float16 on a GPU and bfloat16 on the CPU, with float32 variables
+and a float32 output layer, and wraps the optimizer in Keras's LossScaleOptimizer in both loops
+(bfloat16 does not need loss scaling, but one layout keeps a run's checkpoints the same on either
+device). The scaler's variables are checkpointed with the optimizer's, so a run records its
+precision and cannot be resumed in another one. `jit` compiles the training step with XLA (in the
+custom loop, the forward and backward pass; the gradients' all-reduce and update stay outside).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from orpheus.errors import OrpheusError
 from orpheus.workspace import write_atomic, write_atomic_via
 
 SCHEDULES = ("constant", "cyclic", "one-cycle")
+PRECISIONS = ("float32", "mixed")
 STATE_FILE = "state.json"
 NOTE_FILE = "NOTE"
 MODEL_FILE = "model.keras"
@@ -66,8 +74,14 @@ def make_strategy(
 
     `worker_hosts` (or a TF_CONFIG already in the environment) selects MultiWorkerMirrored
     across machines; otherwise MirroredStrategy over the named GPUs (all GPUs when none is named),
-    or the CPU when the machine has no GPU. Call this before any other TensorFlow work.
+    or the CPU when the machine has no GPU. Call this before any other TensorFlow work: it turns
+    on memory growth for every GPU, so Orpheus takes GPU memory as it needs it and can share a GPU
+    (TF_FORCE_GPU_ALLOW_GROWTH=false in the environment keeps TensorFlow's take-it-all default).
     """
+    if os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH", "").lower() != "false":
+        for gpu in tf.config.list_physical_devices("GPU"):
+            with contextlib.suppress(RuntimeError):  # this process already set its GPUs up
+                tf.config.experimental.set_memory_growth(gpu, True)
     if worker_hosts:
         if worker_index is None or not 0 <= worker_index < len(worker_hosts):
             raise TrainingError(
@@ -116,6 +130,27 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if not is_multi_worker(strategy):
         return True
     return strategy.cluster_resolver.task_id == 0
+
+
+def dtype_policy(precision: str) -> str:
+    """The Keras dtype policy for `precision`: mixed_float16 where a GPU is visible, else
+    mixed_bfloat16 (CPUs emulate float16 slowly; bfloat16 keeps float32's range)."""
+    if precision not in PRECISIONS:
+        raise TrainingError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return "float32"
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def policy_scope(name: str):
+    """Build layers under the dtype policy `name`, then restore the process's global policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 # -- schedules ------------------------------------------------------------------------------------
@@ -188,6 +223,8 @@ class TrainOptions:
     reduce_lr_min_lr: float | None = None
     seed: int = 0
     keep_checkpoints: int = 3
+    precision: str = "float32"
+    jit: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict, **overrides: Any) -> TrainOptions:
@@ -439,11 +476,15 @@ def per_example_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     return keras.losses.binary_crossentropy(y_true, y_pred)
 
 
-def global_batch_mean(per_example: tf.Tensor) -> tf.Tensor:
-    """Sum of this replica's losses divided by the number of examples in the *global* batch."""
-    local = tf.cast(tf.shape(per_example)[0], per_example.dtype)
-    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_example), total)
+def global_batch_size(x: tf.Tensor) -> tf.Tensor:
+    """The number of examples in the *global* batch, from one replica's share `x` (float32)."""
+    local = tf.cast(tf.shape(x)[0], tf.float32)
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def global_batch_mean(per_example: tf.Tensor, total: tf.Tensor) -> tf.Tensor:
+    """Sum of this replica's losses divided by the number of examples in the global batch."""
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(total, per_example.dtype))
 
 
 def _make_metrics(n_labels: int, prefix: str = "") -> dict[str, keras.metrics.Metric]:
@@ -460,20 +501,33 @@ def _make_metrics(n_labels: int, prefix: str = "") -> dict[str, keras.metrics.Me
 
 
 class _Steps:
-    """The compiled train and eval steps of the custom loop, for any strategy."""
+    """The compiled train and eval steps of the custom loop, for any strategy.
 
-    def __init__(self, strategy, model, optimizer, n_labels: int):
+    The loss is scaled before the gradients are taken (`scale_loss`: the identity unless the
+    optimizer is a LossScaleOptimizer, which unscales them again in `apply_gradients` and skips a
+    step whose gradients overflowed). With `jit`, the forward and backward pass run as one XLA
+    computation per replica.
+    """
+
+    def __init__(self, strategy, model, optimizer, n_labels: int, *, jit: bool = False):
         self.strategy, self.model, self.optimizer = strategy, model, optimizer
         with strategy.scope():
             self.train_metrics = _make_metrics(n_labels)
             self.valid_metrics = _make_metrics(n_labels, "val_")
 
-        def train_replica(x, y):
+        def gradients(x, y, total):
             with tf.GradientTape() as tape:
                 p = model(x, training=True)
                 per_ex = per_example_loss(y, p)
-                loss = global_batch_mean(per_ex)
-            grads = tape.gradient(loss, model.trainable_variables)
+                loss = global_batch_mean(per_ex, total)
+                scaled = optimizer.scale_loss(loss)
+            return loss, tape.gradient(scaled, model.trainable_variables), p, per_ex
+
+        if jit:
+            gradients = tf.function(gradients, jit_compile=True)
+
+        def train_replica(x, y):
+            loss, grads, p, per_ex = gradients(x, y, global_batch_size(x))
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             self._update(self.train_metrics, y, p, per_ex)
             return loss
@@ -535,7 +589,11 @@ class Trainer:
             raise TrainingError(
                 f"unknown schedule {options.schedule!r}: choose {', '.join(SCHEDULES)}"
             )
-        self.custom = options.custom or self.multi_worker
+        # Keras fit's XLA step fails under a distribution strategy (its optimizer update calls
+        # merge_call inside the compiled function); the custom loop compiles around it
+        self.jit_needs_custom = options.jit and self.strategy is not tf.distribute.get_strategy()
+        self.custom = options.custom or self.multi_worker or self.jit_needs_custom
+        self.policy = dtype_policy(options.precision)
         self.tracker = Tracker()
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -547,19 +605,25 @@ class Trainer:
 
     def _build(self) -> None:
         keras.utils.set_random_seed(self.opts.seed)
-        with self.strategy.scope():
+        with self.strategy.scope(), policy_scope(self.policy):
             self.model = self.model_fn()
+            # `optimizer` follows the schedule; `updater` applies the gradients (the same one, or
+            # a LossScaleOptimizer around it under mixed precision)
             self.optimizer = make_optimizer(self.opts.optimizer, self.opts.schedule)
+            self.updater = self.optimizer
+            if self.opts.precision == "mixed":
+                self.updater = keras.optimizers.LossScaleOptimizer(self.optimizer)
             if not self.custom:
                 self.model.compile(
-                    optimizer=self.optimizer,
+                    optimizer=self.updater,
                     loss=keras.losses.BinaryCrossentropy(),
                     metrics=list(_make_metrics(self.n_labels).values())[1:],
+                    jit_compile=self.opts.jit,
                 )
-            self.optimizer.build(self.model.trainable_variables)
+            self.updater.build(self.model.trainable_variables)
 
     def _variables(self) -> dict[str, list]:
-        return {"model": self.model.weights, "optimizer": self.optimizer.variables}
+        return {"model": self.model.weights, "optimizer": self.updater.variables}
 
     def _restore(self, state: dict) -> None:
         self.start_epoch = int(state.get("epoch", 0))
@@ -606,6 +670,7 @@ class Trainer:
     def fit(self, train_ds, valid_ds=None, *, resume_state: dict | None = None) -> TrainResult:
         """Train from scratch, or from `resume_state` (the run's state.json)."""
         if resume_state is not None:
+            self._check_precision(resume_state)
             self.opts.steps_per_epoch = resume_state.get(
                 "steps_per_epoch", self.opts.steps_per_epoch
             )
@@ -634,6 +699,11 @@ class Trainer:
             self.reporter.message(
                 "Keras fit does not work across workers (keras#20585): using the custom loop"
             )
+        elif self.jit_needs_custom and not self.opts.custom:
+            self.reporter.message(
+                f"XLA cannot compile Keras fit's step under {type(self.strategy).__name__}: "
+                "using the custom loop"
+            )
         self.status = "running"
         self._write_state()
         try:
@@ -645,6 +715,16 @@ class Trainer:
             self._fail("failed", f"failed: {type(exc).__name__}: {exc}")
             raise
         return self._finish(stopped or "completed")
+
+    def _check_precision(self, state: dict) -> None:
+        """A run's checkpoints hold a loss scaler's variables only under mixed precision."""
+        saved = state.get("precision", "float32")
+        if state.get("checkpoint") and saved != self.opts.precision:
+            where = f"{self.run_dir / STATE_FILE}" if self.run_dir is not None else "its state"
+            raise TrainingError(
+                f"the run was trained in {saved} precision ({where}), not {self.opts.precision}",
+                hint=f"resume it with --precision {saved}, or start a new run",
+            )
 
     def _current_lr(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
@@ -703,7 +783,7 @@ class Trainer:
         )
 
     def _custom_loop(self, train_ds, valid_ds) -> str | None:
-        steps = _Steps(self.strategy, self.model, self.optimizer, self.n_labels)
+        steps = _Steps(self.strategy, self.model, self.updater, self.n_labels, jit=self.opts.jit)
         dist_train = self.strategy.experimental_distribute_dataset(train_ds)
         dist_valid = (
             self.strategy.experimental_distribute_dataset(valid_ds)
@@ -818,6 +898,9 @@ class Trainer:
             "validation_steps": self.opts.validation_steps,
             "schedule": self.opts.schedule,
             "loop": "custom" if self.custom else "fit",
+            "precision": self.opts.precision,
+            "dtype_policy": self.policy,
+            "jit": self.opts.jit,
             "monitor": self.monitor,
             "checkpoint": self.checkpoint,
             "tracker": asdict(self.tracker),

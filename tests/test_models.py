@@ -99,3 +99,68 @@ def test_timbral_convolutions_span_frames_by_mels(layer, width, height):
     want = np.maximum(want, 0.0)
     # float32 sums of up to 602 products of N(0,1) inputs: rounding stays well under 1e-4
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+TENSORFLOW = ("tensorflow", "tf_keras")
+
+
+def _imports(path) -> set[str]:
+    """Every module `path` imports, at any depth of its code (functions included), by name."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value)
+    return found
+
+
+def _tensorflow_imports(files) -> dict[str, set[str]]:
+    """TensorFlow modules imported by `files` or by any orpheus module they import, in turn."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    todo, seen, bad = [Path(f) for f in files], set(), {}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            if name.split(".")[0] in TENSORFLOW:
+                bad.setdefault(str(path), set()).add(name)
+            elif name.split(".")[0] == "orpheus":
+                parts = name.split(".")
+                for n in range(len(parts), 0, -1):  # a module, or a name in a package/module
+                    base = root.joinpath(*parts[:n])
+                    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                        if candidate.is_file():
+                            todo.append(candidate)
+                    if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+                        break
+    return bad
+
+
+def test_models_never_import_tensorflow(tmp_path):
+    """orpheus/models/ is plain Keras 3 (it must run under KERAS_BACKEND=jax on a machine without
+    TensorFlow): no module there imports TensorFlow, directly or through another orpheus module.
+    Read from the source, since this venv's Keras backend is TensorFlow itself."""
+    from pathlib import Path
+
+    models = sorted((Path(__file__).resolve().parents[1] / "orpheus/models").glob("*.py"))
+    assert {p.name for p in models} >= {"__init__.py", "pons.py", "musicnn.py"}
+    assert _tensorflow_imports(models) == {}
+    # the check sees an import inside a function, and one made by an imported orpheus module
+    hidden = tmp_path / "hidden.py"
+    hidden.write_text("def f():\n    import tensorflow.compat.v1 as tf\n    return tf\n")
+    assert _tensorflow_imports([hidden]) == {str(hidden): {"tensorflow.compat.v1"}}
+    via = tmp_path / "via.py"
+    via.write_text("from orpheus.training import Trainer\n")
+    assert "tensorflow" in set().union(*_tensorflow_imports([via]).values())

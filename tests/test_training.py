@@ -550,3 +550,150 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(built):
     assert again.returncode == 2, again.stderr[-3000:]
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "is corrupt" in errors[0], again.stderr[-3000:]
+
+
+# -- mixed precision and XLA ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mixed_precision_on_the_cpu_is_bfloat16_with_a_float32_output_and_scaled_loss(tmp_path):
+    """Both loops train a bfloat16 model (float32 output layer) through a LossScaleOptimizer,
+    whose variables are checkpointed with the optimizer's, and minimise the same loss."""
+    x, y, ds = _synthetic()
+    histories = {}
+    for custom in (False, True):
+        opts = TrainOptions(epochs=2, custom=custom, precision="mixed")
+        run = training.create_run(tmp_path, f"mixed-{custom}", config={}, labels=list("abcd"))
+        trainer = training.Trainer(_model, N_LABELS, run, opts)
+        result = trainer.fit(ds)
+        assert result.status == "completed"
+        assert trainer.model.get_layer("conv1").compute_dtype == "bfloat16"
+        assert trainer.model.get_layer("conv1").kernel.dtype == "float32"
+        assert trainer.model.get_layer("output").compute_dtype == "float32"
+        assert trainer.model(x[:2]).dtype == tf.float32
+        # the scaler applied every step: 2 epochs x 4 batches, none skipped for overflow
+        assert isinstance(trainer.updater, tf.keras.optimizers.LossScaleOptimizer)
+        assert trainer.step == 8 and int(trainer.updater.step_counter.numpy()) == 8
+        state = json.loads((run / "state.json").read_text())
+        assert state["precision"] == "mixed" and state["dtype_policy"] == "mixed_bfloat16"
+        saved = _read_checkpoint(run / state["checkpoint"])
+        assert any(k.startswith("optimizer:") and k.endswith("/dynamic_scale") for k in saved)
+        assert any(k.endswith("conv1_kernel_momentum") for k in saved)  # Adam's, as in float32
+        histories[custom] = [h["loss"] for h in result.history]
+    # the same bfloat16 arithmetic in both loops: equal to float32 rounding of the sums
+    np.testing.assert_allclose(histories[False], histories[True], rtol=1e-4)
+    assert tf.keras.config.dtype_policy().name == "float32"  # the process's policy is restored
+
+
+@pytest.mark.slow
+def test_a_float32_run_is_not_resumed_in_mixed_precision(tmp_path):
+    x, y, ds = _synthetic()
+    run = training.create_run(tmp_path, "f32", config={}, labels=list("abcd"))
+    training.Trainer(_model, N_LABELS, run, TrainOptions(epochs=1)).fit(ds)
+    state = training.read_state(run)
+    assert state["precision"] == "float32"
+    mixed = training.Trainer(_model, N_LABELS, run, TrainOptions(epochs=2, precision="mixed"))
+    with pytest.raises(training.TrainingError, match="trained in float32 precision") as err:
+        mixed.fit(ds, resume_state=state)
+    assert str(run / "state.json") in str(err.value)
+    assert training.read_state(run) == state  # nothing was written
+
+
+def _workspace_copy(built, dest: Path, **model) -> Path:
+    """The `built` workspace without its runs, with a narrower model (XLA on a CPU is slow to
+    compile a wide one)."""
+    import shutil
+
+    shutil.copytree(built.root, dest, ignore=shutil.ignore_patterns("runs"))
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["model"].update(model)
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+@pytest.mark.slow
+def test_train_precision_mixed_end_to_end_is_recorded_and_resumed_only_in_mixed(built, tmp_path):
+    ws = _workspace_copy(built, tmp_path / "ws", n_backend_filters=16)
+    flags = ["--epochs", "1", "--steps-per-epoch", "2"]
+    done = _orpheus(ws, "train", "--run-name", "mx", "--precision", "mixed", *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mixed_bfloat16" in done.stderr
+    run = ws / "runs/mx"
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "completed" and state["precision"] == "mixed"
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "mixed"
+    assert any(k.endswith("/dynamic_scale") for k in _read_checkpoint(run / state["checkpoint"]))
+    # the exported model computes in float32, whatever precision trained it
+    import keras
+
+    model = keras.saving.load_model(run / "model.keras", compile=False, safe_mode=True)
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+
+    other = _orpheus(ws, "train", "--resume", "mx", "--epochs", "2", "--precision", "float32")
+    assert other.returncode == 2, other.stderr[-3000:]
+    errors = [line for line in other.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "trained in mixed precision" in errors[0], other.stderr
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+
+    again = _orpheus(ws, "train", "--resume", "mx", "--epochs", "2")  # the run's own precision
+    assert again.returncode == 0, again.stderr[-3000:]
+    final = json.loads((run / "state.json").read_text())
+    assert final["epoch"] == 2 and final["precision"] == "mixed"
+    assert "resuming after epoch 1 of 2" in again.stderr
+
+
+@pytest.mark.slow
+def test_train_jit_compiles_with_xla_end_to_end(built, tmp_path):
+    ws = _workspace_copy(built, tmp_path / "ws", n_backend_filters=8)
+    dump = tmp_path / "xla"
+    done = subprocess.run(
+        [PY, "-m", "orpheus", "-w", str(ws), "train", "--run-name", "jit", "--epochs", "1"]
+        + ["--steps-per-epoch", "2", "--jit", "--cache"],
+        env={**ENV, "XLA_FLAGS": f"--xla_dump_to={dump}"},  # XLA writes what it compiles here
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((ws / "runs/jit/state.json").read_text())
+    assert state["status"] == "completed" and state["jit"] is True and state["step"] == 2
+    assert (ws / "runs/jit/model.keras").is_file()
+    # XLA compiled the training step: a module (as XLA received it) with the model's gradient
+    modules = [p.read_text(errors="replace") for p in dump.glob("*before_optimizations.txt")]
+    assert any("gradient_tape/" in text and "conv1_back" in text for text in modules)
+
+
+MIRRORED_JIT = """
+import json, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from orpheus import training
+from orpheus.models import build_model
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 24, 96)).astype(np.float32)
+y = (rng.random((32, 4)) < 0.4).astype(np.float32)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8, drop_remainder=True)
+model_fn = lambda: build_model("log-mel", 4, n_filters=2, n_dense_units=8, input_length=24,
+                               backend_filters=8, dropout=0.0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+opts = training.TrainOptions(epochs=2, steps_per_epoch=2, precision="mixed", jit=True)
+trainer = training.Trainer(model_fn, 4, None, opts, strategy=strategy)
+losses = [h["loss"] for h in trainer.fit(ds).history]
+print(json.dumps({"custom": trainer.custom, "losses": losses, "step": trainer.step,
+                  "scaled_steps": int(trainer.updater.step_counter.numpy())}))
+"""
+
+
+@pytest.mark.slow
+def test_jit_with_mixed_precision_under_mirrored_strategy_trains_in_the_custom_loop():
+    """On a GPU machine the strategy is MirroredStrategy, under which Keras fit's XLA step
+    fails: --jit then trains in the custom loop, whose XLA forward/backward pass sits between
+    the strategy's all-reduce and the loss scaler's update."""
+    done = _run_script(MIRRORED_JIT, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "XLA cannot compile Keras fit's step under MirroredStrategy" in done.stdout
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["custom"] is True
+    assert out["step"] == out["scaled_steps"] == 4  # 2 epochs x 2 global batches, all applied
+    assert all(np.isfinite(out["losses"])) and out["losses"][1] < out["losses"][0]

@@ -19,6 +19,7 @@ from orpheus.errors import EXIT_PARTIAL, OrpheusError
 
 FRONTENDS = ("waveform", "log-mel")
 SCHEDULES = ("constant", "cyclic", "one-cycle")
+PRECISIONS = ("float32", "mixed")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -63,6 +64,18 @@ def command(
     summary: Annotated[
         bool, typer.Option("--summary", help="Print the model's layers and parameters, and stop.")
     ] = False,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="float32, or mixed: float16 on a GPU, bfloat16 on the CPU, float32 weights and"
+            " output (default: float32, or the run's own with --resume)."
+        ),
+    ] = None,
+    jit: Annotated[bool, typer.Option("--jit", help="Compile the training step with XLA.")] = False,
+    cache: Annotated[
+        bool,
+        typer.Option("--cache", help="Keep the parsed TFRecords in memory after the first epoch."),
+    ] = False,
     extra: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
     """Train the tagger (waveform or log-mel front end); each run gets a folder runs/<id>."""
@@ -70,6 +83,8 @@ def command(
     _check_options(
         frontend, epochs, steps_per_epoch, schedule, run_name or resume, hosts, worker_index
     )
+    if precision is not None and precision not in PRECISIONS:
+        raise OrpheusError(f"unknown precision '{precision}'", hint="choose float32 or mixed")
     ws = workspace(ctx)
     runs_dir = ws.path(ws.config["model-training"]["log_dir"])
     state = None
@@ -81,9 +96,11 @@ def command(
         schedule = saved.get("schedule", schedule)
         custom = custom or bool(saved.get("custom"))
         steps_per_epoch = steps_per_epoch or saved.get("steps_per_epoch")
+        precision = precision or saved.get("precision", "float32")
         run_id = resume
     else:
         cfg = ws.config
+        precision = precision or "float32"
         frontend = frontend or cfg["tfrecords"]["format"]
         run_id = run_name or f"{frontend}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
         if (runs_dir / run_id).exists() and not find_lr and not summary:
@@ -111,7 +128,9 @@ def command(
             hint="lower model-training.batch_size, or set model-training.iterations"
             " (steps per epoch) so the split is repeated",
         )
-    dsets, labels = dataset.datasets(records_dir, cfg, splits, seed=mt["seed"], repeat=fixed_steps)
+    dsets, labels = dataset.datasets(
+        records_dir, cfg, splits, seed=mt["seed"], repeat=fixed_steps, cache=cache
+    )
     if resume and _run_labels(runs_dir / run_id) != labels:
         raise OrpheusError(
             f"run {run_id} was trained on other labels than the TFRecords now give",
@@ -138,7 +157,13 @@ def command(
         return
     del model
     opts = training.TrainOptions.from_config(
-        cfg, epochs=epochs, steps_per_epoch=steps_per_epoch, schedule=schedule, custom=custom
+        cfg,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        schedule=schedule,
+        custom=custom,
+        precision=precision,
+        jit=jit,
     )
     training.make_optimizer(opts.optimizer, schedule)  # a bad optimizer config fails here
     effective = {
@@ -149,6 +174,7 @@ def command(
             "schedule": schedule,
             "custom": custom,
             "steps_per_epoch": steps_per_epoch,
+            "precision": precision,
         },
     }
     if find_lr:
@@ -170,7 +196,11 @@ def command(
         run_dir = training.create_run(runs_dir, run_id, config=effective, labels=labels)
     elif not resume:
         run_dir = None
-    info(ctx, f"run {run_id}: {frontend}, {len(labels)} tags, {opts.epochs} epochs, {schedule} LR")
+    info(
+        ctx,
+        f"run {run_id}: {frontend}, {len(labels)} tags, {opts.epochs} epochs, {schedule} LR, "
+        f"{training.dtype_policy(precision)}{' with XLA' if jit else ''}",
+    )
     with _stop_on_sigterm(), progress(ctx) as bar:
         reporter = _Reporter(ctx, bar)
         trainer = training.Trainer(
@@ -187,6 +217,7 @@ def command(
             "labels": len(labels),
             "schedule": schedule,
             "loop": "custom" if trainer.custom else "fit",
+            "precision": precision,
             "epochs": opts.epochs,
         },
         inputs={"tfrecords": f"tfrecords/{frontend}"},

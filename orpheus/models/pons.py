@@ -211,6 +211,8 @@ def _backend(x, n_labels: int, n_dense_units: int, width: int, dropout: float):
     x = layers.Dense(n_dense_units, activation="relu", kernel_initializer=_init(), name="dense")(x)
     x = layers.BatchNormalization(name="dense_bn")(x)
     x = layers.Dropout(dropout, name="dropout2")(x)
-    return layers.Dense(n_labels, activation="sigmoid", kernel_initializer=_init(), name="output")(
-        x
+    # float32 whatever the dtype policy: under mixed precision the sigmoid and the loss stay exact
+    output = layers.Dense(
+        n_labels, activation="sigmoid", kernel_initializer=_init(), dtype="float32", name="output"
     )
+    return output(x)
