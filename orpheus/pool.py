@@ -17,7 +17,6 @@ import atexit
 import multiprocessing as mp
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver
@@ -101,11 +100,12 @@ def _init_worker(initializer: Callable[..., None] | None, initargs: tuple) -> No
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")  # the pool is the parallelism: more BLAS threads spin
-    parent = os.getppid()  # the fork server, which exits when the pool's owner does
+    # The pool's owner, not the fork server (which a live worker keeps alive): its sentinel
+    # becomes ready when the owner dies, however it dies.
+    owner = mp.parent_process()
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+        owner.join()
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()

@@ -433,3 +433,52 @@ def test_pool_workers_start_with_the_stage_loaded_and_without_tensorflow():
         seen = list(ex.map(eval, [probe] * 8))
     assert {tuple(m) for m, _ in seen} == {("librosa.feature.spectral", "soxr")}
     assert os.getpid() not in {pid for _, pid in seen}
+
+
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """A live process's state letter and parent pid (Linux /proc), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [p for p in pids if (_state_and_parent(p) or ("", -1))[1] == pid]
+
+
+def test_pool_workers_exit_when_the_build_is_sigkilled(corpus, tmp_path):
+    out = tmp_path / "out"
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from orpheus import records
+        if __name__ == "__main__":
+            paths = {[p for _, p in corpus.tracks[1:]]!r}  # the first one is not audio
+            tracks = [(f"TRKILL{{i:012d}}", paths[i % len(paths)]) for i in range(600)]
+            tags = {{t: [{VOCABULARY[0]!r}] for t, _ in tracks}}
+            plan = records.plan(tracks, tags, {VOCABULARY!r}, {{}}, split=[100], shards=24)
+            records.build(Path({str(out)!r}), plan, workers=2)
+        """
+    )
+    proc = subprocess.Popen([PY, "-c", script], env=ENV, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        while proc.poll() is None and not any(p.suffix == ".tfrecord" for p in out.glob("*")):
+            time.sleep(0.01)
+        workers = [w for child in _children(proc.pid) for w in _children(child)]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(workers) == 2  # killed mid-build
+    deadline = time.monotonic() + 60  # a safety net only: they go within about a second
+    while time.monotonic() < deadline:
+        alive = [w for w in workers if (_state_and_parent(w) or ("Z",))[0] != "Z"]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"pool workers {alive} outlived the build"
