@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -73,6 +74,7 @@ def main(selected: list[str]) -> int:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpus": __import__("os").cpu_count(),
+        "gpus": _gpus(),
     }
     results = HERE / "results.json"
     if selected and results.exists():  # keep the other benchmarks' rows of the last run
@@ -88,13 +90,23 @@ def main(selected: list[str]) -> int:
     return 1 if failures else 0
 
 
+def _gpus() -> list[str]:
+    """The GPUs nvidia-smi lists (bench_gpu's rows say which backend saw them)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    listed = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    return [line.split(" (UUID")[0] for line in listed.stdout.splitlines() if line.strip()]
+
+
 def _write_markdown(path: Path, machine: dict, rows: list[dict], failures: list[str]) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         "# Orpheus benchmarks",
         "",
         f"Taken {when} by `make bench` on {machine['cpus']} CPUs ({machine['machine']}, "
-        f"Python {machine['python']}), no GPU. Baselines are measured in the same run.",
+        f"Python {machine['python']}), {', '.join(machine.get('gpus') or ['no GPU'])}. "
+        "Baselines are measured in the same run.",
         "",
         "| bench | figure | orpheus | baseline | ratio | goal |",
         "|---|---|---|---|---|---|",
