@@ -48,7 +48,7 @@ PIPELINE: list[tuple[str, str]] = [
 ]
 # The pipeline of a workspace whose labels came from `orpheus labels import` (no scan, no
 # wrangle: the import writes the track table that silence reads).
-LABELS = "labels"
+LABELS, LABELS_DB = "labels", "labels-db"  # the track table and the tag db it writes
 LABEL_PIPELINE: list[tuple[str, str]] = [
     (LABELS, "orpheus labels import --from SOURCE PATH"),
     *PIPELINE[2:],
@@ -535,7 +535,7 @@ class Workspace:
 
 def make_command(name: str) -> str:
     """The command that makes artifact `name`."""
-    for pattern, command in PIPELINE + LABEL_PIPELINE[:1]:
+    for pattern, command in [*PIPELINE, *LABEL_PIPELINE[:1], (LABELS_DB, LABEL_PIPELINE[0][1])]:
         if _matching(pattern, [name]):
             return command
     return f"orpheus {name}"

@@ -12,6 +12,7 @@ from rich.table import Table
 from orpheus.commands._common import console, info, workspace
 from orpheus.commands.scan import check_workers, save_table
 from orpheus.errors import EXIT_PARTIAL, OrpheusError
+from orpheus.workspace import LABELS, LABELS_DB
 
 app = typer.Typer(
     help="Labels from other sources than the MSD + Last.fm, written for the same pipeline.",
@@ -20,7 +21,6 @@ app = typer.Typer(
 
 TABLE = "data/labels.parquet"
 TAG_DB = "tags/labels.db"
-DB_ARTIFACT = "labels-db"
 SOURCE_HELP = (
     "csv: a CSV/TSV with a header naming `path` and `tags` (`;` between tags, or repeated"
     " rows; a weight as `tag:0.8`: weights of at most 1 are fractions of 100, larger ones"
@@ -74,12 +74,12 @@ def import_(
     params = {"source": source, "paths": [str(p) for p in given], "audio_root": str(root)}
     inputs = {f"labels{i}": p for i, p in enumerate(given)}
     summary = {"tracks": len(imported.tracks), "tags": imported.tags, "rows": len(imported.rows)}
-    ws.register(DB_ARTIFACT, TAG_DB, params=params, inputs=inputs, summary=summary)
+    ws.register(LABELS_DB, TAG_DB, params=params, inputs=inputs, summary=summary)
     ws.register(
-        "labels",
+        LABELS,
         TABLE,
         params={**params, "split_source": split_source},
-        inputs={**inputs, DB_ARTIFACT: DB_ARTIFACT},
+        inputs={**inputs, LABELS_DB: LABELS_DB},
         summary={**summary, "skipped": imported.skipped.total},
     )
     _report(imported, source, split_source)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orpheus.commands._common import console, info, options, print_json, progress, workspace
 from orpheus.errors import OrpheusError
-from orpheus.workspace import LASTFM
+from orpheus.workspace import LABELS_DB, LASTFM
 
 if TYPE_CHECKING:
     from orpheus.lastfm.db import LastFm
@@ -25,7 +25,6 @@ app = typer.Typer(
 
 CLEAN_DB = "tags/clean_lastfm.db"
 ARTIFACT = "clean-tags"
-LABELS_DB = "labels-db"  # the raw tag db `orpheus labels import` writes
 STAGES = 6  # progress messages clean_database sends
 
 RawOpt = Annotated[bool, typer.Option("--raw", help="Use the input Last.fm db, not the clean one.")]
