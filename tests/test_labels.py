@@ -406,3 +406,20 @@ def test_tfrecords_build_reports_empty_splits_with_a_hint(lib):
     assert done.exit_code == 0, done.output
     assert "the valid split is empty" in done.output and "the test split is empty" in done.output
     assert "hint: more tracks, a larger share" in done.output
+
+
+def test_jamendo_split_folder_means_its_full_set_or_its_only_one(tmp_path):
+    from orpheus.errors import OrpheusError
+    from orpheus.labels.jamendo import expand
+
+    folder = tmp_path / "split-0"
+    folder.mkdir()
+    for subset in ("autotagging_top50tags", "autotagging_genre"):
+        for part in ("train", "validation", "test"):
+            (folder / f"{subset}-{part}.tsv").touch()
+    with pytest.raises(OrpheusError, match="found 2"):
+        expand([folder])
+    for part in ("train", "validation", "test"):
+        (folder / f"autotagging-{part}.tsv").touch()
+    names = sorted(p.name for p in expand([folder]))
+    assert names == ["autotagging-test.tsv", "autotagging-train.tsv", "autotagging-validation.tsv"]

@@ -4,9 +4,9 @@ written `category---tag` (`genre---rock`, `mood/theme---happy`), lines ending in
 Tags are kept as written, category included, so `tags.top`, `tags.with` and `tags.without`
 select them by their full name. Track IDs are the dataset's (`track_0000215`); the artist ID
 drives the artist split. A split file (`autotagging[_SUBSET]-{train,validation,test}.tsv`, as
-in `data/splits/split-N/`) gives its tracks that split; a `split-N` folder stands for its
-three files. PATH is relative to the audio root; when the full-quality `NN/ID.mp3` is absent,
-the low-quality `NN/ID.low.mp3` beside it is used.
+in `data/splits/split-N/`) gives its tracks that split; a `split-N` folder stands for the
+three files of its full `autotagging` set (or of its only set). PATH is relative to the audio
+root; when the full-quality `NN/ID.mp3` is absent, the low-quality `NN/ID.low.mp3` is used.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from orpheus.paths import confined
 HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION")
 SPLIT_FILE = re.compile(r"^(autotagging(?:_[a-z0-9]+)?)-(train|validation|test)\.tsv$")
 SPLIT_NAME = {"train": "train", "validation": "valid", "test": "test"}
+FULL_SET = "autotagging"  # all 195 tags; the others are subsets (top50tags, genre, ...)
 
 
 def expand(paths: list[Path]) -> list[Path]:
-    """TSV files as given; a folder stands for its one set of split files."""
+    """TSV files as given; a folder stands for its one set of split files, or for the full
+    `autotagging` set when it holds several (pass a subset's three files to use that subset)."""
     out: list[Path] = []
     for path in paths:
         if not path.is_dir():
@@ -35,6 +37,8 @@ def expand(paths: list[Path]) -> list[Path]:
             hit = SPLIT_FILE.match(item.name)
             if hit:
                 found.setdefault(hit.group(1), []).append(item)
+        if len(found) > 1 and FULL_SET in found:  # the published split-N holds five subsets
+            found = {FULL_SET: found[FULL_SET]}
         if len(found) != 1:
             names = ", ".join(sorted(found)) or "none"
             raise OrpheusError(
