@@ -61,7 +61,7 @@ def top(
 @app.command()
 def show(
     ctx: typer.Context,
-    tid: Annotated[str, typer.Argument(help="An MSD track ID (TR...).")],
+    tid: Annotated[str, typer.Argument(help="A track ID (MSD TR..., or an imported source's).")],
     raw: RawOpt = False,
     lastfm_db: DbOpt = None,
     as_json: JsonOpt = False,
