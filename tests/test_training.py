@@ -585,7 +585,6 @@ def test_mixed_precision_on_the_cpu_is_bfloat16_with_a_float32_output_and_scaled
     assert tf.keras.config.dtype_policy().name == "float32"  # the process's policy is restored
 
 
-@pytest.mark.slow
 def test_a_float32_run_is_not_resumed_in_mixed_precision(tmp_path):
     x, y, ds = _synthetic()
     run = training.create_run(tmp_path, "f32", config={}, labels=list("abcd"))
