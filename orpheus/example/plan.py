@@ -94,7 +94,6 @@ class Track:
     channels: int = 2
     faults: list[str] = field(default_factory=list)
     tagged: bool = True
-    dup_group: int | None = None
     song_of: int | None = None  # duplicates share the first member's recording
     expected: dict = field(default_factory=dict)
 
@@ -225,8 +224,6 @@ def _plant_faults(
             t.artist, t.title, t.release = first.artist, first.title, first.release
             t.style, t.decade, t.vocals = first.style, first.decade, first.vocals
             t.song_of = first.index
-        for t in members:
-            t.dup_group = len(dup_groups)
         dup_groups.append([t.track_id for t in members])
 
     for fault in (*SCAN_FAULTS, *AUDIO_FAULTS, "mismatch", "no-tags", "rubbish-tags-only"):

@@ -109,7 +109,6 @@ GENERIC_RUBBISH = ("seen live", "favorites", "Favourites", "cool", "Awesome", "b
 
 NOISE_VAL_MAX = 9  # noise rows have val 1..9; the example config keeps only val > VAL_THRESHOLD
 VAL_THRESHOLD = 10.0
-DROPPED_NUMBERS = ("2000", "00", "90", "80", "70", "60")
 
 
 def clean_name(canonical: str) -> str:
