@@ -353,3 +353,21 @@ def test_records_at_22050_hz_with_64_mels_then_train_and_test(workspace, tmp_pat
     assert_trained(ws, "sr22", "log-mel", "fit")
     assert input_shape(ws, "sr22") == (None, WINDOW_S * 22050 // 256 + 1, 64)
     assert_tested(ws, "sr22", orpheus(ws, "-q", "test", "--run", "sr22", "--json"))
+
+    # predict takes the run's recipe (22050 Hz, 64 mels), not the workspace's or the defaults:
+    # its probabilities equal the song-level mean over the same windows of the test record.
+    # The record holds the same frames rounded to float16 (relative error 5e-4), hence 5e-3.
+    cfg = json.loads((ws / "runs/sr22/config.json").read_text())
+    assert cfg["tfrecords"]["sample_rate"] == 22050 and cfg["tfrecords"]["n_mels"] == 64
+    model = keras.models.load_model(ws / "runs/sr22/model.keras", safe_mode=True, compile=False)
+    length = WINDOW_S * 22050 // 256 + 1
+    ex = decoded(out, "test")[0]
+    windows = dataset.even_windows(ex["audio"], length, length)
+    expected = model(dataset.normalise(tf.constant(windows), batched=True)).numpy().mean(axis=0)
+    song = audio_root / table[ex["tid"]]
+    result = orpheus(ws, "predict", str(song), "--model", "sr22", "-f", "json", "-t", "0")
+    ok(result)
+    (record,) = json.loads(result.stdout)
+    labels = json.loads((ws / "runs/sr22/labels.json").read_text())
+    got = np.array([record["probabilities"][label] for label in labels])
+    np.testing.assert_allclose(got, expected, atol=5e-3)

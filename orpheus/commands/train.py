@@ -103,7 +103,9 @@ def command(
         precision = precision or "float32"
         frontend = frontend or cfg["tfrecords"]["format"]
         run_id = run_name or f"{frontend}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
-        if (runs_dir / run_id).exists() and not find_lr and not summary:
+        # only the chief creates the run: a worker that starts after it must not refuse to join
+        chief_to_be = not hosts or worker_index == 0
+        if chief_to_be and (runs_dir / run_id).exists() and not find_lr and not summary:
             raise OrpheusError(
                 f"run {run_id} already exists",
                 hint=f"pick another --run-name, or continue it with `--resume {run_id}`",
@@ -168,6 +170,8 @@ def command(
     training.make_optimizer(opts.optimizer, schedule)  # a bad optimizer config fails here
     effective = {
         **cfg,
+        # the features the records hold, not the workspace's current settings: predict reads them
+        "tfrecords": {**cfg["tfrecords"], **spec_of(index).params.to_dict(), "format": frontend},
         "frontend": frontend,
         "train": {
             "epochs": opts.epochs,
