@@ -322,26 +322,6 @@ def decode_example(serialized: bytes) -> dict:
     }
 
 
-def parse_function(ndim: int, n_tags: int) -> Callable:
-    """The tf.data twin of `decode_example`: serialised string tensor -> dict of tensors."""
-    import tensorflow as tf
-
-    spec = {
-        "tid": tf.io.FixedLenFeature([], tf.string),
-        "audio": tf.io.FixedLenFeature([], tf.string),
-        "shape": tf.io.FixedLenFeature([ndim], tf.int64),
-        "tags": tf.io.FixedLenFeature([n_tags], tf.int64),
-    }
-
-    def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, spec)
-        x = tf.io.decode_raw(ex["audio"], tf.float16, little_endian=True)
-        x = tf.cast(tf.reshape(x, ex["shape"]), tf.float32)
-        return {"tid": ex["tid"], "audio": x, "tags": ex["tags"]}
-
-    return parse
-
-
 def read_records(path: str | Path, compression: str | None = None) -> Iterable[bytes]:
     """The serialised Examples of one shard, in file order."""
     import tensorflow as tf

@@ -314,7 +314,7 @@ class PrintReporter:
         print(text, flush=True)
 
     def epoch_begin(self, epoch: int, epochs: int, steps: int | None) -> None:
-        self._start, self._epoch, self._epochs = time.monotonic(), epoch, epochs
+        self._start, self._epochs = time.monotonic(), epochs
 
     def step(self, step: int, logs: dict[str, float]) -> None:
         pass
