@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import tensorflow as tf
+from process_helpers import free_ports
 from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
@@ -263,16 +263,6 @@ def test_beam_runner_writes_the_local_runners_index_and_records(workspace, tmp_p
 # -- two workers on 127.0.0.1 -------------------------------------------------------------------
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_local_workers_train_one_run_written_by_the_chief_only(workspace, tmp_path):
     # two machines: each worker has its own copy of the workspace (TFRecords included)
@@ -284,7 +274,7 @@ def test_two_local_workers_train_one_run_written_by_the_chief_only(workspace, tm
         )
         for i in range(2)
     ]
-    hosts = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "ORPHEUS_WORKSPACE": ""}
     env.pop("TF_CONFIG", None)
     logs = [tmp_path / f"worker {i}.log" for i in range(2)]
