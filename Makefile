@@ -23,7 +23,7 @@ demo: install
 # Test files run in parallel, one file per worker (module fixtures are built once).
 TEST_WORKERS ?= auto
 test: install-test
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --durations 10
 
 lint: install
 	$(BIN)/ruff format --check orpheus tests bench tools
