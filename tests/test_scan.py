@@ -247,7 +247,7 @@ def test_status_sees_a_change_behind_a_symlinked_folder(tree, tmp_path):
 
 
 def test_journal_saves_every_n_rows_and_restarts_for_other_params(tmp_path):
-    from orpheus.commands.scan import Journal
+    from orpheus.tables import Journal
 
     columns = {"file_path": "str", "n": "int64"}
     folder = tmp_path / "journal"

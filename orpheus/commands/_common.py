@@ -25,7 +25,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
+from orpheus.errors import OrpheusError
 from orpheus.workspace import Workspace
 
 console = Console(highlight=False, soft_wrap=True)
@@ -186,3 +188,26 @@ def _restore_stderr(real: int) -> None:
     os.dup2(real, 2)  # closes the pipe's last write end: the thread drains it and stops
     if _notes_filter is not None:
         _notes_filter.join(timeout=2)
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise OrpheusError(f"--workers must be at least 1, got {workers}")
+
+
+def reasons_table(stage: str, total: int, kept: int, counts: dict[str, int]) -> Table:
+    """The end-of-command summary: how many came in, how many were dropped for each reason."""
+    table = Table(title=f"{stage}: {kept} of {total} kept", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("tracks", justify="right")
+    table.add_column("share", justify="right")
+    for i, (reason, n) in enumerate(counts.items()):
+        style = "red" if n else "dim"
+        last = i == len(counts) - 1
+        table.add_row(f"[{style}]{reason}[/{style}]", str(n), _share(n, total), end_section=last)
+    table.add_row("[green]kept[/green]", str(kept), _share(kept, total))
+    return table
+
+
+def _share(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "-"

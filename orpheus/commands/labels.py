@@ -9,9 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orpheus.commands._common import console, info, workspace
-from orpheus.commands.scan import check_workers, save_table
+from orpheus.commands._common import check_workers, console, info, workspace
 from orpheus.errors import EXIT_PARTIAL, OrpheusError
+from orpheus.tables import save_table
 from orpheus.workspace import LABELS, LABELS_DB
 
 app = typer.Typer(

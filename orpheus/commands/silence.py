@@ -6,9 +6,16 @@ from typing import Annotated
 
 import typer
 
-from orpheus.commands._common import console, info, progress, workspace
-from orpheus.commands.scan import Journal, check_workers, reasons_table, save_table
+from orpheus.commands._common import (
+    check_workers,
+    console,
+    info,
+    progress,
+    reasons_table,
+    workspace,
+)
 from orpheus.errors import OrpheusError
+from orpheus.tables import Journal, save_table
 
 TABLE = "data/silence.parquet"
 REJECTS = "data/silence_rejects.parquet"

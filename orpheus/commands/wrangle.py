@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from orpheus.commands._common import console, err_console, info, progress, workspace
-from orpheus.commands.scan import reasons_table, save_table
+from orpheus.commands._common import console, err_console, info, progress, reasons_table, workspace
 from orpheus.errors import EXIT_PARTIAL, OrpheusError
+from orpheus.tables import save_table
 
 TABLE = "data/wrangle.parquet"
 REJECTS = "data/wrangle_rejects.parquet"
