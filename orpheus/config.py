@@ -13,6 +13,7 @@ every that many files (tracks) or seconds, whichever comes first; a killed run l
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,148 @@ def _split_key(dotted: str) -> list[str]:
     if not parts:
         raise ConfigError("empty config key")
     return parts
+
+
+# -- typed view ---------------------------------------------------------------------------------
+# The JSON file keeps the original project's section and key names; code reads these frozen
+# dataclasses instead of strings. `Settings.from_dict(cfg)` takes a validated config (defaults
+# already filled from SCHEMA, the one place defaults live) and maps `model-training` to
+# `model_training`, `tags-cleaning` to `tags_cleaning` and `tags.with` to `tags.with_`.
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsSettings:
+    audio_root: str | None
+    msd_summary: str | None
+    lastfm_db: str | None
+    duplicates: str | None
+    mismatches: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class SilenceSettings:
+    min_size: int
+    filter_trim_length: float
+    filter_tot_silence: float
+    filter_max_silence: float
+    top_db: float
+    checkpoint_tracks: int
+    checkpoint_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanSettings:
+    checkpoint_files: int
+    checkpoint_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TagsCleaningSettings:
+    threshold: int
+    sub_threshold: int
+    val: float
+    lists: str | None
+    combine: list
+    drop: list
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    n_dense_units: int
+    n_filters: int
+    n_backend_filters: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    optimizer: dict
+    batch_size: int
+    iterations: int | None
+    epochs: int
+    seed: int
+    interleave_cycle_length: int
+    interleave_block_length: int
+    early_stop_patience: int | None
+    early_stop_min_delta: float | None
+    reduceLRoP_patience: int | None  # noqa: N815 - the config file's key
+    reduceLRoP_min_delta: float | None  # noqa: N815
+    reduceLRoP_factor: float | None  # noqa: N815
+    reduceLRoP_min_lr: float | None  # noqa: N815
+    log_dir: str
+    shuffle: bool
+    shuffle_buffer_size: int
+    split: list
+    window_length: float
+    window_random: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TagsSettings:
+    top: int | None
+    with_: list
+    without: list
+    merge: list | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordsSettings:
+    n_mels: int
+    n_tags: int
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    shards: int | None
+    format: str
+    compression: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The whole config, typed. Build it with `Settings.from_dict(validated_cfg)`."""
+
+    paths: PathsSettings
+    silence: SilenceSettings
+    scan: ScanSettings
+    tags_cleaning: TagsCleaningSettings
+    model: ModelSettings
+    model_training: TrainingSettings
+    tags: TagsSettings
+    tfrecords: RecordsSettings
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> Settings:
+        """The typed view of a config dict; missing sections or keys take SCHEMA's defaults.
+
+        >>> Settings.from_dict({}).model_training.batch_size
+        64
+        >>> Settings.from_dict({"tags": {"with": ["jazz"]}}).tags.with_
+        ['jazz']
+        """
+        merged = defaults()
+        for section, values in cfg.items():
+            merged.setdefault(section, {}).update(values)
+        sections = {}
+        for field in dataclasses.fields(cls):
+            section = _SECTION_NAMES.get(field.name, field.name)
+            values = {_KEY_NAMES.get(k, k): v for k, v in merged[section].items()}
+            sections[field.name] = _SECTION_TYPES[field.name](**values)
+        return cls(**sections)
+
+
+def settings(cfg: dict | None = None) -> Settings:
+    """`Settings.from_dict(cfg)`; the defaults when `cfg` is None."""
+    return Settings.from_dict(cfg or {})
+
+
+_SECTION_NAMES = {"tags_cleaning": "tags-cleaning", "model_training": "model-training"}
+_KEY_NAMES = {"with": "with_"}
+_SECTION_TYPES = {
+    "paths": PathsSettings,
+    "silence": SilenceSettings,
+    "scan": ScanSettings,
+    "tags_cleaning": TagsCleaningSettings,
+    "model": ModelSettings,
+    "model_training": TrainingSettings,
+    "tags": TagsSettings,
+    "tfrecords": RecordsSettings,
+}

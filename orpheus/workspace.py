@@ -286,6 +286,11 @@ class Workspace:
             self._config = config_mod.load(self.root / CONFIG_FILE)
         return self._config
 
+    @property
+    def settings(self) -> config_mod.Settings:
+        """The config as typed sections (`ws.settings.model_training.batch_size`)."""
+        return config_mod.Settings.from_dict(self.config)
+
     def save_config(self, cfg: dict) -> None:
         checked = config_mod.validate(cfg, source=str(self.root / CONFIG_FILE))
         write_json_atomic(self.root / CONFIG_FILE, checked)

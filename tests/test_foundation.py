@@ -266,6 +266,18 @@ def test_bad_configs_are_one_line_errors(tmp_path: Path, text: str, message: str
     assert "Traceback" not in result.stderr
 
 
+def test_typed_settings_cover_every_schema_key_with_its_value(ws: Workspace):
+    from orpheus import config as config_mod
+
+    ws.save_config(config_mod.set_value(ws.config, "tags.with", '["jazz"]'))
+    typed = ws.settings
+    for section, keys in config_mod.SCHEMA.items():
+        part = getattr(typed, section.replace("-", "_"))
+        for key in keys:
+            assert getattr(part, "with_" if key == "with" else key) == ws.config[section][key]
+    assert typed.tags.with_ == ["jazz"]
+
+
 def test_config_show_and_set(ws: Workspace):
     root = str(ws.root)
     assert orpheus("-w", root, "config", "set", "model-training.batch_size", "32").exit_code == 0
