@@ -1,0 +1,195 @@
+"""The feature recipe of a model, and the one module for windows (no TensorFlow at import).
+
+A `Recipe` says what a model eats: the front end (log-mel frames or waveform samples), the
+sample rate and mel parameters, the window length in steps, whether each window is scaled to zero
+mean and unit variance (Orpheus's runs) or fed as it is (musicnn, which normalises with its own
+input BatchNorm), and where windows go over a song ("even": evenly spaced over the whole track,
+the last one ending with it; "musicnn": musicnn's extractor's non-overlapping patches from the
+start, the tail dropped). A run records its recipe when it is created, from the TFRecords it
+trains on, so inference never re-derives it from the workspace config.
+
+Conversions (16 kHz, hop 256):
+
+>>> mel = LogMelParams()
+>>> Recipe.from_seconds("log-mel", mel, 15).window      # centred STFT frames in 15 s
+938
+>>> Recipe.from_seconds("waveform", mel, 1.5).window    # samples
+24000
+>>> round(Recipe.from_seconds("log-mel", mel, 3).window_seconds, 3)
+3.008
+
+The TensorFlow twins of `window_starts` and `normalise` (for the tf.data pipeline) live next to
+their numpy versions here, import TensorFlow lazily, and use the same integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from orpheus.audio import DEFAULT_SR, LogMelParams
+from orpheus.errors import OrpheusError
+
+LOG_MEL, WAVEFORM = "log-mel", "waveform"
+FRONTENDS = (LOG_MEL, WAVEFORM)
+EVEN, MUSICNN = "even", "musicnn"
+PLACEMENTS = (EVEN, MUSICNN)
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Front end, feature parameters, window and normalisation of one model."""
+
+    frontend: str
+    mel: LogMelParams
+    window: int  # steps: log-mel frames, or waveform samples
+    normalise: bool = True
+    placement: str = EVEN
+
+    def __post_init__(self):
+        if self.frontend not in FRONTENDS:
+            raise OrpheusError(f"unknown front end {self.frontend!r}", hint=" or ".join(FRONTENDS))
+        if self.placement not in PLACEMENTS:
+            raise OrpheusError(
+                f"unknown window placement {self.placement!r}", hint=" or ".join(PLACEMENTS)
+            )
+        if self.window < 1:
+            raise OrpheusError(f"a window must be at least one step, got {self.window}")
+
+    @classmethod
+    def from_seconds(
+        cls, frontend: str, mel: LogMelParams, seconds: float, **kwargs: Any
+    ) -> Recipe:
+        """The recipe whose window covers `seconds` of audio (frames or samples)."""
+        window = (
+            window_frames(seconds, mel)
+            if frontend == LOG_MEL
+            else window_samples(seconds, mel.sample_rate)
+        )
+        return cls(frontend, mel, window, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    @property
+    def step_seconds(self) -> float:
+        """Seconds per feature step (one log-mel hop, or one sample)."""
+        return (self.mel.hop_length if self.frontend == LOG_MEL else 1) / self.sample_rate
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window * self.step_seconds
+
+    def with_placement(self, placement: str) -> Recipe:
+        return replace(self, placement=placement)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mel": self.mel.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recipe:
+        return cls(**{**data, "mel": LogMelParams(**data["mel"])})
+
+
+def window_frames(seconds: float, mel: LogMelParams | None = None) -> int:
+    """Centred log-mel frames in a window of `seconds` (15 s at 16 kHz, hop 256: 938)."""
+    return (mel or LogMelParams()).frames(seconds)
+
+
+def window_samples(seconds: float, sample_rate: int = DEFAULT_SR) -> int:
+    """Waveform samples in a window of `seconds` (1.5 s at 16 kHz: 24000)."""
+    return int(round(seconds * sample_rate))
+
+
+def hop_gaps(span, hop: int):
+    """Gaps between evenly spaced windows whose starts span `span` steps, `hop` steps apart.
+
+    ceil(span / hop), except that a last window is not added for a remainder of 5% of a hop
+    or less: a 30 s clip in 3 s windows (1876 frames, 187-frame windows) gets 10 windows that
+    start 3.01 s apart, not 11 that overlap by 0.29 s each, 10% more compute to cover 0.1 s.
+    Integer arithmetic, so the numpy and TensorFlow twins agree; may be negative.
+
+    >>> hop_gaps(1876 - 187, 187), hop_gaps(0, 187)
+    (9, 0)
+    """
+    return (span - hop // 20 + hop - 1) // hop
+
+
+def window_starts(n: int, length: int, hop: int) -> np.ndarray:
+    """Starts of evenly spaced windows over a track of `n` steps, the last ending with it.
+
+    >>> window_starts(1000, 400, 300).tolist()   # span 600 in 2 gaps
+    [0, 300, 600]
+    >>> window_starts(100, 400, 300).tolist()    # shorter than a window: one, repeat-filled
+    [0]
+    """
+    span = max(n - length, 0)
+    count = 1 + max(hop_gaps(span, hop), 0)
+    return np.arange(count, dtype=np.int64) * span // max(count - 1, 1)
+
+
+def window_starts_tf(n, length: int, hop: int):
+    """TensorFlow twin of `window_starts` (n a scalar tensor), int64."""
+    import tensorflow as tf
+
+    span = tf.maximum(n - length, 0)
+    count = 1 + tf.maximum(hop_gaps(span, hop), 0)
+    return (
+        tf.range(count, dtype=tf.int64)
+        * tf.cast(span, tf.int64)
+        // tf.cast(tf.maximum(count - 1, 1), tf.int64)
+    )
+
+
+def musicnn_starts(n: int, length: int) -> np.ndarray:
+    """musicnn's extractor's patches: non-overlapping from 0, the tail that does not fill a
+    patch dropped; one start for a clip shorter than a patch (musicnn gives none there).
+
+    >>> musicnn_starts(1000, 187).tolist()
+    [0, 187, 374, 561, 748]
+    """
+    return np.arange(max(n // length, 1), dtype=np.int64) * length
+
+
+def fill(x: np.ndarray, length: int) -> np.ndarray:
+    """Repeat a clip shorter than `length` along time until it is long enough."""
+    return np.concatenate([x] * math.ceil(length / len(x))) if len(x) < length else x
+
+
+def cut(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """The windows of `x` (time first) at `starts`, `length` steps each (filled if short)."""
+    x = fill(np.asarray(x, dtype=np.float32), length)
+    return np.stack([x[s : s + length] for s in starts])
+
+
+def even_windows(x: np.ndarray, length: int, hop: int) -> np.ndarray:
+    """Windows at `window_starts(len(x), length, hop)`; one repeat-filled window if short."""
+    return cut(x, window_starts(len(x), length, hop), length)
+
+
+def normalise(x, *, batched: bool = False):
+    """Zero mean, unit variance per example (per window), eps 1e-6; numpy in, numpy out.
+
+    `x` is one window ((frames, n_mels) or (samples,)), or with `batched` a stack of them.
+    TensorFlow tensors get the same computation in TensorFlow ops.
+
+    >>> normalise(np.float32([1, 3])).round(3).tolist()
+    [-1.0, 1.0]
+    """
+    if isinstance(x, np.ndarray):
+        x = x.astype(np.float32, copy=False)
+        axes = tuple(range(1 if batched else 0, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        return ((x - mean) / np.sqrt(var + EPS)).astype(np.float32)
+    import tensorflow as tf
+
+    x = tf.cast(x, tf.float32)
+    axes = list(range(1 if batched else 0, x.shape.rank))
+    mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
+    return (x - mean) * tf.math.rsqrt(var + EPS)
