@@ -383,3 +383,135 @@ def test_pool_chunks_cover_every_file_once_and_match_one_worker(tree):
     assert len(batches) == 3 and max(map(len, batches)) == scan_mod.CHUNK
     paths = [row["file_path"] for batch in batches for row in batch]
     assert sorted(paths) == sorted(set(paths)) and len(paths) == n + 4
+
+
+# -- any tree: a library in several formats, MTG-Jamendo's NN/ID.mp3, and a tree with no audio --
+
+
+def write_m4a(path: Path, seconds: float = 1.0, sr: int = 44100) -> Path:
+    """A real AAC-in-MP4 file encoded by FFmpeg (PyAV): a format libsndfile cannot read."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    y = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=sr, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.stack([y, y]), format="fltp", layout="stereo")
+        frame.sample_rate = sr
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def blake_id(rel: str) -> str:
+    """The documented rule, computed here independently: 'p' + 8 bytes of BLAKE2b, as hex."""
+    import hashlib
+
+    return "p" + hashlib.blake2b(rel.encode("utf-8"), digest_size=8).hexdigest()
+
+
+@pytest.fixture
+def library(tmp_path):
+    root = tmp_path / "Music"
+    write_mp3(root / "Band/First Album/01 Opening.mp3", seconds=1.0)
+    (root / "Solo Ünïcode/Live").mkdir(parents=True)
+    sf.write(root / "Band/First Album/02 Ballad.flac", np.zeros((16000, 2)) + 0.1, 16000)
+    sf.write(root / "Solo Ünïcode/Live/01 Set.ogg", np.zeros((22050, 1)) + 0.1, 22050)
+    sf.write(root / "Solo Ünïcode/Live/02 Encore.wav", np.zeros((8000, 2)) + 0.1, 8000)
+    write_m4a(root / "Band/Second/01 Single.m4a", seconds=1.5)
+    (root / "Band/Second/02 Broken.m4a").write_bytes(b"not audio at all" * 100)
+    (root / "Band/cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (root / "Band/playlist.m3u").write_text("01 Opening.mp3\n")
+    return root
+
+
+def test_a_library_is_scanned_in_every_format_with_ids_from_its_paths(library):
+    result = scan_mod.scan(library, workers=1)
+    assert result.layout == "files"
+    assert "track_7digitalid" not in result.table and "track_7digitalid" not in result.rejects
+    table = result.table.set_index("file_path")
+    assert sorted(table.index) == [
+        "Band/First Album/01 Opening.mp3",
+        "Band/First Album/02 Ballad.flac",
+        "Band/Second/01 Single.m4a",
+        "Solo Ünïcode/Live/01 Set.ogg",
+        "Solo Ünïcode/Live/02 Encore.wav",
+    ]  # the cover, the playlist and the broken file are not in it
+    for rel, tid in table["track_id"].items():
+        assert tid == blake_id(rel)
+    assert table.loc["Band/First Album/02 Ballad.flac", "clip_length"] == pytest.approx(1.0)
+    assert table.loc["Solo Ünïcode/Live/01 Set.ogg", "channels"] == 1
+    assert table.loc["Solo Ünïcode/Live/02 Encore.wav", "sample_rate"] == 8000
+    m4a = table.loc["Band/Second/01 Single.m4a"]
+    assert (m4a["channels"], m4a["sample_rate"]) == (2, 44100)
+    assert m4a["clip_length"] == pytest.approx(1.5, abs=0.1)  # AAC adds priming frames
+    rejects = result.rejects.set_index("file_path")
+    assert rejects["reason"].to_dict() == {"Band/Second/02 Broken.m4a": "not-audio"}
+    assert rejects.loc["Band/Second/02 Broken.m4a", "track_id"] == blake_id(
+        "Band/Second/02 Broken.m4a"
+    )
+
+
+def test_library_ids_are_the_same_after_the_root_moves(library, tmp_path):
+    first = scan_mod.scan(library, workers=1).table
+    moved = library.rename(tmp_path / "elsewhere")
+    again = scan_mod.scan(moved, workers=1).table
+    assert first["track_id"].tolist() == again["track_id"].tolist()
+
+
+def test_a_jamendo_tree_gets_the_datasets_track_ids(tmp_path):
+    root = tmp_path / "audio"
+    write_mp3(root / "15/215.mp3")
+    write_mp3(root / "00/1200.low.mp3")
+    result = scan_mod.scan(root, workers=1)
+    assert result.layout == "jamendo"
+    ids = result.table.set_index("file_path")["track_id"].to_dict()
+    assert ids == {"00/1200.low.mp3": "track_0001200", "15/215.mp3": "track_0000215"}
+
+
+def test_a_7digital_tree_keeps_its_previews_only_unless_told_otherwise(tree):
+    write_mp3(tree / "extra" / "notes.mp3")  # not a preview: a 7digital scan leaves it alone
+    assert scan_mod.scan(tree, workers=1).layout == "7digital"
+    assert "extra/notes.mp3" not in set(scan_mod.scan(tree, workers=1).table["file_path"])
+    as_files = scan_mod.scan(tree, workers=1, layout="files")
+    ids = as_files.table.set_index("file_path")["track_id"].to_dict()
+    assert ids == {
+        p: blake_id(p) for p in ("1/2/1234.clip.mp3", "5/6/5678.clip.mp3", "extra/notes.mp3")
+    }
+
+
+def test_a_tree_without_audio_is_an_error_naming_what_was_looked_for(tmp_path):
+    from orpheus.workspace import Workspace
+
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "readme.txt").write_text("no music here")
+    with pytest.raises(OrpheusError, match="no audio files under"):
+        scan_mod.scan(root, workers=1)
+    ws = Workspace.create(tmp_path / "ws")
+    done = orpheus("-w", str(ws.root), "scan", str(root), "-j", "1")
+    assert done.exit_code == 2, done.output
+    assert f"no audio files under {root}" in done.stderr
+    assert ".flac" in done.stderr and ".mp3" in done.stderr and ".m4a" in done.stderr  # the hint
+    assert "kept" not in done.output and Workspace.open(ws.root).entry("scan") is None
+
+
+def test_scan_command_records_the_layout_and_says_what_comes_next(library, tmp_path):
+    from orpheus.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "ws")
+    done = orpheus("-w", str(ws.root), "scan", str(library), "-j", "1")
+    assert done.exit_code == 0, done.output
+    entry = Workspace.open(ws.root).entry("scan")
+    assert entry["params"]["layout"] == "files"
+    assert entry["summary"] == {"rows": 5, "rejects": 1}
+    assert "next: orpheus labels import --from files" in done.stderr
+    table = pd.read_parquet(ws.path("data/scan.parquet"))
+    assert list(table.columns)[0] == "track_id"
+    again = orpheus("-w", str(ws.root), "scan", str(library), "-j", "1")
+    assert "re-used 6" in again.stderr
+    bad = orpheus("-w", str(ws.root), "scan", str(library), "--layout", "itunes")
+    assert bad.exit_code == 2 and "unknown --layout" in bad.stderr

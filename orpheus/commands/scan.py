@@ -1,10 +1,11 @@
-"""`orpheus scan [AUDIO_ROOT]`: list the 7digital previews, their headers, and the broken ones."""
+"""`orpheus scan [AUDIO_ROOT]`: list the audio files of a tree (7digital previews, MTG-Jamendo's
+`NN/ID.mp3`, or any library), their headers, and the broken ones."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -19,20 +20,32 @@ from orpheus.commands._common import (
 from orpheus.errors import OrpheusError
 from orpheus.tables import Journal, save_table
 
-if TYPE_CHECKING:
-    pass
-
 TABLE = "data/scan.parquet"
 REJECTS = "data/scan_rejects.parquet"
 JOURNAL = "data/scan.journal"  # the rows of a scan in progress; gone once the tables are saved
+
+# What follows a scan, per layout: the MSD path's wrangle, or the import of the labels.
+NEXT = {
+    "7digital": "orpheus wrangle",
+    "jamendo": "orpheus labels import --from jamendo SPLIT_DIR_OR_TSV --audio-root {root}",
+    "files": "orpheus labels import --from files {root}"
+    " (or --from csv LABELS.csv --audio-root {root})",
+}
 
 
 def command(
     ctx: typer.Context,
     audio_root: Annotated[
         Path | None,
-        typer.Argument(help="The 7digital folder (default: paths.audio_root in config.json)."),
+        typer.Argument(help="The audio folder (default: paths.audio_root in config.json)."),
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="auto (recognise it), 7digital (MSD previews <id>.clip.mp3), jamendo"
+            " (NN/ID.mp3) or files (every audio file; IDs from the relative paths)."
+        ),
+    ] = "auto",
     workers: Annotated[
         int | None, typer.Option("--workers", "-j", help="Processes (default: all cores).")
     ] = None,
@@ -43,19 +56,23 @@ def command(
         bool, typer.Option("--fresh", help="Re-read every file, ignoring the previous scan.")
     ] = False,
 ) -> None:
-    """Find every *.clip.mp3 under AUDIO_ROOT, read its header, and reject unreadable files."""
+    """Find the audio files under AUDIO_ROOT, read their headers, and reject unreadable files."""
     from orpheus import scan as scan_lib
 
     ws = workspace(ctx)
     root = _audio_root(ws, audio_root)
     check_workers(workers)
-    cfg = ws.config["scan"]
+    if layout != "auto" and layout not in scan_lib.LAYOUTS:
+        raise OrpheusError(
+            f"unknown --layout {layout!r}", hint="choose auto, " + ", ".join(scan_lib.LAYOUTS)
+        )
+    cfg = ws.settings.scan
     journal = Journal(
         ws.path(JOURNAL),
         scan_lib.ROW_COLUMNS,
-        params={"audio_root": str(root), "verify": verify},
-        every=cfg["checkpoint_files"],
-        seconds=cfg["checkpoint_seconds"],
+        params={"audio_root": str(root), "verify": verify, "layout": layout},
+        every=cfg.checkpoint_files,
+        seconds=cfg.checkpoint_seconds,
     )
     if fresh:
         journal.clear()
@@ -71,6 +88,7 @@ def command(
             partial=partial,
             workers=workers,
             verify=verify,
+            layout=None if layout == "auto" else layout,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             checkpoint=journal.add,
         )
@@ -83,7 +101,7 @@ def command(
     ws.register(
         "scan",
         TABLE,
-        params={"audio_root": str(root), "verify": verify},
+        params={"audio_root": str(root), "verify": verify, "layout": result.layout},
         inputs={"audio": root},
         summary={"rows": len(result.table), "rejects": len(result.rejects)},
     )
@@ -92,9 +110,11 @@ def command(
     rate = result.read / elapsed if elapsed > 0 else 0.0
     info(
         ctx,
-        f"read {result.read} files ({rate:,.0f} files/s), re-used {result.reused} "
-        f"unchanged since the last (or an interrupted) scan; table: {ws.path(TABLE)}",
+        f"{result.layout} layout: read {result.read} files ({rate:,.0f} files/s), re-used"
+        f" {result.reused} unchanged since the last (or an interrupted) scan; table:"
+        f" {ws.path(TABLE)}",
     )
+    info(ctx, "next: " + NEXT[result.layout].format(root=root))
 
 
 def _audio_root(ws, given: Path | None) -> Path:

@@ -22,6 +22,17 @@ HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION")
 SPLIT_FILE = re.compile(r"^(autotagging(?:_[a-z0-9]+)?)-(train|validation|test)\.tsv$")
 SPLIT_NAME = {"train": "train", "validation": "valid", "test": "test"}
 FULL_SET = "autotagging"  # all 195 tags; the others are subsets (top50tags, genre, ...)
+_AUDIO_NAME = re.compile(r"^([0-9]+)(?:\.low)?\.mp3$")
+
+
+def id_from_path(rel: str) -> str | None:
+    """The dataset's track ID of an audio path, as its TSVs write it; None if not `NN/ID.mp3`.
+
+    >>> id_from_path("15/215.mp3"), id_from_path("15/215.low.mp3")
+    ('track_0000215', 'track_0000215')
+    """
+    hit = _AUDIO_NAME.match(rel.rsplit("/", 1)[-1])
+    return f"track_{int(hit.group(1)):07d}" if hit else None
 
 
 def expand(paths: list[Path]) -> list[Path]:
