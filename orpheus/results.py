@@ -11,13 +11,14 @@ and so can notebooks. A result here is any object with the `TagResult` attribute
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -127,6 +128,54 @@ class RecordStream:
 def partial_path(output: Path) -> Path:
     """Where `table` and `json` outputs keep finished records (JSON Lines) until the end."""
     return output.with_name(output.name + ".partial")
+
+
+def kept_in(output: Path, fmt: str) -> Path:
+    """The file that holds finished records while a batch runs: the output itself (jsonl, csv)
+    or its `.partial` (table, json)."""
+    return output if fmt in STREAMED else partial_path(output)
+
+
+@contextlib.contextmanager
+def open_stream(
+    output: Path | None, fmt: str, stdout: TextIO, *, append: bool = False, taggram: bool = False
+) -> Iterator[RecordStream | None]:
+    """Where records go as they are finished: `stdout` or `output` for jsonl/csv, the
+    `.partial` (JSON Lines) for table/json with an output, nowhere for table/json on stdout.
+    With `append` an existing file is continued (`--resume`), its CSV header kept."""
+    if output is None:
+        yield RecordStream(stdout, fmt, taggram=taggram) if fmt in STREAMED else None
+        return
+    target = kept_in(output, fmt)
+    mode = "a" if append and target.exists() else "w"
+    with open(target, mode, encoding="utf-8", newline="") as fh:
+        fmt = fmt if fmt in STREAMED else "jsonl"
+        yield RecordStream(fh, fmt, taggram=taggram, header=fh.tell() == 0)
+
+
+def resumable(
+    output: Path, fmt: str, model: str, sizes: dict[str, tuple], *, taggram: bool = False
+) -> list[dict]:
+    """The records of an earlier run of `output` that still hold, all by `model`.
+
+    `sizes` maps each path to tag to its current (size, mtime_ns): a record of a file that
+    changed since is dropped from the output (the file is tagged again).
+    """
+    previous = previous_records(output, fmt, taggram=taggram)
+    others = {r.get("model") for r in previous} - {model}
+    if others:
+        raise OrpheusError(
+            f"cannot resume {output}: it holds results of {', '.join(map(str, others))}",
+            hint=f"resume with that --model, or write {model}'s results to another -o",
+        )
+    stale = {
+        r["path"]
+        for r in previous
+        if r["path"] in sizes and sizes[r["path"]] != (r.get("size"), r.get("mtime_ns"))
+    }
+    if stale:
+        drop_records(kept_in(output, fmt), fmt if fmt in STREAMED else "jsonl", stale)
+    return [r for r in previous if r["path"] not in stale]
 
 
 def previous_records(output: Path, fmt: str, *, taggram: bool = False) -> list[dict]:

@@ -1,35 +1,34 @@
-"""What `predict` and `record` share: their tagging options, the model choice, the input list,
-and the one flow that tags files and renders the results (table, JSON, JSON Lines, CSV, plots,
-embeddings, tags written into the files).
+"""What `predict` and `record` share: their tagging options, and the one flow that calls
+`orpheus.predicting` and renders what it yields (a progress bar in seconds of audio, the table,
+JSON, JSON Lines, CSV, plots, embeddings, tags written into the files, the summary).
 
 Results stream: each file's record is written (JSON Lines, CSV) or kept in `OUTPUT.partial`
 (table, JSON with `-o`) the moment the file is tagged, so an interrupted batch keeps its finished
 work, and `--resume` tags only what the output does not already hold.
+
+No numpy or TensorFlow at import (`orpheus --help` stays instant): the library is imported when
+a command runs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import io
 import os
-import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from orpheus import audio, pretrained
-from orpheus.commands._common import console, err_console, info, options, progress
+from orpheus.commands._common import console, err_console, info, options
 from orpheus.errors import EXIT_OK, EXIT_PARTIAL, OrpheusError
-from orpheus.results import FORMATS, STREAMED
 
-GLOB_CHARS = set("*?[")
+if TYPE_CHECKING:
+    from orpheus.predicting import ModelRef
 
 
 def _hop(value: float | None) -> float | None:
@@ -39,6 +38,8 @@ def _hop(value: float | None) -> float | None:
 
 
 def _format(value: str) -> str:
+    from orpheus.results import FORMATS
+
     if value not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}")
     return value
@@ -107,16 +108,24 @@ Resume = Annotated[
         "time), and add the rest.",
     ),
 ]
+# None stands for the library's default (orpheus.audio, which imports numpy): the defaults
+# shown here are checked equal to it by tests/test_predict.py.
 SilenceDb = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--silence-db",
+        show_default="-60.0",
         help="Windows quieter than this (RMS, dBFS) are silence: left out of the song's mean.",
     ),
 ]
 MinSeconds = Annotated[
-    float,
-    typer.Option("--min-seconds", min=0.0, help="Skip files shorter than this, as too short."),
+    float | None,
+    typer.Option(
+        "--min-seconds",
+        min=0.0,
+        show_default="1.0",
+        help="Skip files shorter than this, as too short.",
+    ),
 ]
 
 
@@ -135,44 +144,22 @@ class PredictOptions:
     write_tags: bool = False
     output: Path | None = None
     resume: bool = False
-    silence_db: float = audio.SILENCE_DB
-    min_seconds: float = audio.MIN_SECONDS
+    silence_db: float | None = None  # None: the library's default
+    min_seconds: float | None = None
 
+    def tagging(self):
+        """The library's `predicting.Options` for these."""
+        from orpheus import predicting
 
-# -- inputs ---------------------------------------------------------------------------------
-
-
-def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str], int]:
-    """Files, folders (recursively, through symlinked folders: audio extensions only) and globs
-    -> (files, problems, count of non-audio files ignored in folders)."""
-    files: list[Path] = []
-    problems: list[str] = []
-    ignored = 0
-
-    def folder(path: Path) -> list[Path]:
-        nonlocal ignored
-        found, others, trouble = audio.audio_files(path)
-        ignored += others
-        problems.extend(trouble)
-        return found
-
-    for given in paths:
-        if given.is_dir():
-            found = folder(given)
-            files += found
-            if not found:
-                problems.append(f"{given}: no audio files in this folder")
-        elif given.exists():
-            files.append(given)
-        elif GLOB_CHARS & set(str(given)):
-            matches = [Path(m) for m in sorted(glob.glob(str(given), recursive=True))]
-            found = [f for m in matches for f in (folder(m) if m.is_dir() else [m])]
-            files += found
-            if not found:
-                problems.append(f"{given}: no files match")
-        else:
-            problems.append(f"{given}: no such file or folder")
-    return list(dict.fromkeys(files)), problems, ignored
+        given = {"silence_db": self.silence_db, "min_seconds": self.min_seconds}
+        return predicting.Options(
+            threshold=self.threshold,
+            top_k=self.top_k,
+            hop=self.hop,
+            taggram=self.taggram,
+            embeddings=self.embeddings is not None,
+            **{k: v for k, v in given.items() if v is not None},
+        )
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -191,59 +178,11 @@ def optional_workspace(ctx: typer.Context):
         return None
 
 
-def _runs(ws) -> list[tuple[str, Path]]:
-    """(run id, folder) of the workspace's runs that hold a finished model, oldest first
-    (by creation time, then by manifest order)."""
-    if ws is None:
-        return []
-    found = []
-    for position, (name, entry) in enumerate(ws.manifest()["artifacts"].items()):
-        if name.startswith("run/"):
-            folder = ws.artifact_path(name)
-            if folder is not None and (folder / "model.keras").is_file():
-                found.append((entry.get("created") or "", position, name[4:], folder))
-    return [(run_id, folder) for _, _, run_id, folder in sorted(found)]
+def resolve_model(ctx: typer.Context, model: str | None) -> ModelRef:
+    """The model `--model` names, checked before any audio is read or TensorFlow loaded."""
+    from orpheus import predicting
 
-
-def resolve_model(ctx: typer.Context, model: str | None) -> tuple[str, str | Path]:
-    """("pretrained", name) or ("run", run folder), checked before TensorFlow is loaded."""
-    if model in pretrained.NAMES:
-        return "pretrained", model
-    ws = optional_workspace(ctx)
-    runs = _runs(ws)
-    if model is None:
-        return ("run", runs[-1][1]) if runs else ("pretrained", pretrained.DEFAULT)
-    run_id = model.removeprefix("run/")
-    for rid, folder in runs:
-        if rid == run_id:
-            return "run", folder
-    if ws is not None and (ws.root / "runs" / run_id).is_dir():
-        return "run", ws.root / "runs" / run_id  # exists but unfinished: from_run says so
-    if Path(model).is_dir() and (Path(model) / "model.keras").is_file():
-        return "run", Path(model)
-    choices = list(pretrained.NAMES) + [rid for rid, _ in runs]
-    raise OrpheusError(f"unknown model {model!r}", hint=f"choose one of: {', '.join(choices)}")
-
-
-def model_loader(ctx: typer.Context, model: str | None):
-    """(name, sample rate, load) for the model, without TensorFlow: `load()` builds the Tagger
-    (this is where TensorFlow gets imported), once a file needs it."""
-    from orpheus.tagger import run_sample_rate
-
-    kind, value = resolve_model(ctx, model)
-    name = str(value) if kind == "pretrained" else f"run/{Path(value).name}"
-
-    def load():
-        info(ctx, f"loading model {name}")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from orpheus.tagger import Tagger
-
-        if kind == "pretrained":
-            return Tagger.pretrained(str(value))
-        return Tagger.from_run_dir(Path(value))
-
-    rate = audio.DEFAULT_SR if kind == "pretrained" else run_sample_rate(Path(value))
-    return name, rate, load
+    return predicting.resolve_model(optional_workspace(ctx), model)
 
 
 # -- tagging and rendering ------------------------------------------------------------------
@@ -253,7 +192,7 @@ def predict_files(
     ctx: typer.Context,
     files: list[Path],
     opts: PredictOptions,
-    problems: list[str] | None = None,
+    problems: list[tuple[str, str]] | None = None,
     ignored: int = 0,
 ) -> int:
     """Tag `files`, write each result as it comes and every requested output; return the exit
@@ -263,11 +202,11 @@ def predict_files(
     tagged (so `predict DIR && ...` works on a folder with a broken file in it), 2 when none
     could be, and 1 when `--write-tags` could not write into some file.
     """
-    from orpheus import results
-    from orpheus.tagger import tag_files
+    from orpheus import predicting, results
 
-    for problem in problems or []:
-        _warn("skipped", problem)
+    summary = predicting.Summary(ignored=ignored)
+    for where, reason in problems or []:
+        _skip(summary, predicting.skipped(where, reason))
     if not files:
         raise OrpheusError("no audio to tag", hint="give audio files, folders or globs")
     for target in (opts.output, opts.embeddings, opts.plot):
@@ -275,177 +214,107 @@ def predict_files(
             raise OrpheusError(f"cannot write {target}: its folder does not exist")
     if opts.resume and opts.output is None:
         raise OrpheusError("--resume needs -o OUTPUT", hint="resume the output of a run with -o")
-    name, rate, load = model_loader(ctx, opts.model)
-    previous = _previous(opts, name, files)
-    finished = {(r["path"], r.get("size"), r.get("mtime_ns")) for r in previous}
-    todo = [f for f in files if (str(f), *_size_mtime(f)) not in finished]
+    model = resolve_model(ctx, opts.model)
+    previous: list[dict] = []
+    if opts.resume:
+        sizes = {str(f): predicting.size_mtime(f) for f in files}
+        previous = results.resumable(
+            opts.output, opts.format, model.name, sizes, taggram=opts.taggram
+        )
+    todo = predicting.pending(files, previous)
     if opts.resume:
         info(ctx, f"resuming: {len(files) - len(todo)} file(s) already in {opts.output}")
-    loaded: list = []
-
-    def load_once():
-        loaded.append(load())
-        return loaded[0]
-
-    records: list[dict] = list(previous) if opts.format not in STREAMED else []
+    streamed = opts.format in results.STREAMED
+    records: list[dict] = [] if streamed else list(previous)
     kept_results: list[tuple[str, object]] = []  # for --embeddings and --plot
-    skipped: Counter = Counter()
-    notes: Counter = Counter()
-    unwritten, seconds = 0, 0.0
-    want_embeddings = opts.embeddings is not None
-    with contextlib.ExitStack() as stack:
-        stream = _open_stream(stack, opts)
-        try:
-            started = time.perf_counter()
-            with progress(ctx) as bar:
-                task = bar.add_task("tagging", total=len(todo))
-                for path, result in tag_files(
-                    todo,
-                    load_once,
-                    rate,
-                    hop=opts.hop,
-                    embeddings=want_embeddings,
-                    silence_db=opts.silence_db,
-                    min_seconds=opts.min_seconds,
-                ):
-                    bar.advance(task)
-                    if isinstance(result, audio.AudioError):
-                        skipped[result.reason.split(" (")[0]] += 1
-                        _warn("skipped", f"{result.path}: {result.reason}")
-                        continue
-                    kept = result.top(opts.threshold, opts.top_k)
-                    if opts.write_tags:
-                        try:  # before the record, so that it holds the tagged file's stat
-                            results.write_tags(path, [t for t, _ in kept], loaded[0].name)
-                        except OrpheusError as exc:
-                            unwritten += 1
-                            _warn("tags not written", exc.message)
-                    size, mtime_ns = _size_mtime(path)
-                    rec = results.record(
-                        str(path), loaded[0].name, result, kept, taggram=opts.taggram,
-                        size=size, mtime_ns=mtime_ns,
-                    )  # fmt: skip
-                    notes[result.note] += 1
-                    seconds += result.duration
-                    if stream is not None:
-                        stream.write(rec, result.labels)
-                    if opts.format not in STREAMED:
-                        records.append(rec)
-                    if (want_embeddings or opts.plot) and len(result.taggram):
-                        kept_results.append((str(path), result))
-        except KeyboardInterrupt:
-            if opts.output is None and opts.format not in STREAMED and records:
-                _emit(_render(records, loaded[0].labels, opts), None)  # what was finished
-            elif opts.output is not None:
-                err_console.print(f"finished files are in {_kept_in(opts)}: add --resume")
-            raise
-    tagged = sum(notes.values())
-    _summary(ctx, tagged, skipped, notes, ignored, seconds, time.perf_counter() - started)
-    if not tagged and not previous:
+    unwritten = 0
+
+    def on_tagged(path: Path, result, kept: list[tuple[str, float]]) -> None:
+        nonlocal unwritten
+        if opts.write_tags:
+            try:
+                results.write_tags(path, [t for t, _ in kept], model.name)
+            except OrpheusError as exc:
+                unwritten += 1
+                _warn("tags not written", exc.message)
+        if (opts.embeddings or opts.plot) and len(result.taggram):
+            kept_results.append((str(path), result))
+
+    def on_load(name: str) -> None:
+        info(ctx, f"loading model {name}")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    estimates = {str(f): predicting.estimated_seconds(f) or 0.0 for f in todo}
+    stream = results.open_stream(
+        opts.output, opts.format, console.file, append=opts.resume, taggram=opts.taggram
+    )
+    try:
+        with stream as sink, _audio_progress(ctx) as bar:
+            task = bar.add_task("tagging", total=sum(estimates.values()))
+            for rec in predicting.tag_files(
+                todo, model, opts.tagging(), on_tagged=on_tagged, on_load=on_load, summary=summary
+            ):
+                estimates.pop(rec["path"], None)
+                # decoded seconds replace a header's guess: the total converges on the truth
+                bar.update(
+                    task, completed=summary.seconds, total=summary.seconds + sum(estimates.values())
+                )
+                if "skipped" in rec:
+                    _warn("skipped", f"{rec['path']}: {rec['skipped']}")
+                    continue
+                if sink is not None:
+                    sink.write(rec, model.labels())
+                if not streamed:
+                    records.append(rec)
+    except KeyboardInterrupt:
+        if opts.output is None and not streamed and records:
+            _emit(_render(records, model.labels(), opts), None)  # what was finished
+        elif opts.output is not None:
+            kept_in = results.kept_in(opts.output, opts.format)
+            err_console.print(f"finished files are in {kept_in}: add --resume")
+        raise
+    info(ctx, summary.line())
+    if not summary.tagged and not previous:
         if opts.output is not None:  # leave no empty output behind
-            kept_in = _kept_in(opts)
+            kept_in = results.kept_in(opts.output, opts.format)
             if kept_in.exists() and kept_in.stat().st_size == 0:
                 kept_in.unlink()
         raise OrpheusError("no file could be tagged", hint="see the messages above")
-    if opts.format not in STREAMED and records:
-        labels = loaded[0].labels if loaded else _labels_of(records)
-        _emit(_render(records, labels, opts), opts.output)
+    if not streamed and records:
+        _emit(_render(records, model.labels(), opts), opts.output)
         if opts.output is not None:
             results.partial_path(opts.output).unlink(missing_ok=True)
     if kept_results and opts.embeddings is not None:
-        results.write_embeddings(opts.embeddings, name, kept_results)
-        info(ctx, f"embeddings ({loaded[0].embedding_size} per window): {opts.embeddings}")
+        results.write_embeddings(opts.embeddings, model.name, kept_results)
+        size = kept_results[0][1].embeddings.shape[1]
+        info(ctx, f"embeddings ({size} per window): {opts.embeddings}")
     if kept_results and opts.plot is not None:
         pngs = results.plot_paths(opts.plot, [p for p, _ in kept_results])
         for (p, r), png in zip(kept_results, pngs, strict=True):
-            results.plot_taggram(png, f"{Path(p).name} - {name}", r)
+            results.plot_taggram(png, f"{Path(p).name} - {model.name}", r)
             info(ctx, f"taggram plot: {png}")
     return EXIT_PARTIAL if unwritten else EXIT_OK
 
 
-def _previous(opts: PredictOptions, model: str, files: list[Path]) -> list[dict]:
-    """The records `--resume` keeps (none without it), all of them by this model. A file that
-    changed since its record was written loses that record: it is tagged again."""
-    from orpheus import results
-
-    if not opts.resume:
-        return []
-    previous = results.previous_records(opts.output, opts.format, taggram=opts.taggram)
-    others = {r.get("model") for r in previous} - {model}
-    if others:
-        raise OrpheusError(
-            f"cannot resume {opts.output}: it holds results of {', '.join(map(str, others))}",
-            hint=f"resume with that --model, or write {model}'s results to another -o",
-        )
-    now = {str(f): _size_mtime(f) for f in files}
-    stale = {
-        r["path"]
-        for r in previous
-        if r["path"] in now and now[r["path"]] != (r.get("size"), r.get("mtime_ns"))
-    }
-    if stale:
-        streamed = opts.format in STREAMED
-        target = opts.output if streamed else results.partial_path(opts.output)
-        results.drop_records(target, opts.format if streamed else "jsonl", stale)
-    return [r for r in previous if r["path"] not in stale]
+def _skip(summary, rec: dict) -> None:
+    summary.add(rec)
+    _warn("skipped", f"{rec['path']}: {rec['skipped']}")
 
 
-def _size_mtime(path: Path) -> tuple[int | None, int | None]:
-    try:
-        st = path.stat()
-    except OSError:
-        return None, None
-    return st.st_size, st.st_mtime_ns
-
-
-def _open_stream(stack: contextlib.ExitStack, opts: PredictOptions):
-    """Where records go as they are finished: stdout or `-o` for jsonl/csv, `OUTPUT.partial`
-    (JSON Lines) for table/json with `-o`, nowhere for table/json on stdout."""
-    from orpheus import results
-
-    if opts.format in STREAMED and opts.output is None:
-        return results.RecordStream(console.file, opts.format, taggram=opts.taggram)
-    if opts.output is None:
-        return None
-    streamed = opts.format in STREAMED
-    target = opts.output if streamed else results.partial_path(opts.output)
-    mode = "a" if opts.resume and target.exists() else "w"
-    fh = stack.enter_context(open(target, mode, encoding="utf-8", newline=""))
-    fmt = opts.format if streamed else "jsonl"
-    return results.RecordStream(fh, fmt, taggram=opts.taggram, header=fh.tell() == 0)
-
-
-def _kept_in(opts: PredictOptions) -> Path:
-    from orpheus import results
-
-    return opts.output if opts.format in STREAMED else results.partial_path(opts.output)
-
-
-def _labels_of(records: list[dict]) -> list[str]:
-    """The label order of resumed records (a run that tagged nothing new has no Tagger)."""
-    return next((list(r["probabilities"]) for r in records if r["probabilities"]), [])
-
-
-def _summary(
-    ctx: typer.Context,
-    tagged: int,
-    skipped: Counter,
-    notes: Counter,
-    ignored: int,
-    seconds: float,
-    elapsed: float,
-) -> None:
-    """One line: what was tagged (how much audio, how fast), noted, skipped and ignored."""
-    clock = f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{round(seconds % 60):02d}"
-    speed = f", {seconds / elapsed:.0f}x realtime" if tagged and elapsed > 0 else ""
-    parts = [f"tagged {tagged} ({clock} of audio in {elapsed:.0f} s{speed})"]
-    parts += [f"{n} {note}" for note, n in sorted(notes.items(), key=str) if note]
-    if skipped:
-        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
-        parts.append(f"skipped {sum(skipped.values())} ({reasons})")
-    if ignored:
-        parts.append(f"{ignored} non-audio file(s) ignored")
-    info(ctx, ", ".join(parts))
+def _audio_progress(ctx: typer.Context) -> Progress:
+    """A progress bar in seconds of audio (a long file weighs as much as it lasts), with ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s of audio"),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=options(ctx).quiet,
+        transient=False,
+    )
 
 
 def _warn(what: str, message: str) -> None:

@@ -29,8 +29,8 @@ def command(
     write_tags: po.WriteTags = False,
     output: po.Output = None,
     resume: po.Resume = False,
-    silence_db: po.SilenceDb = po.audio.SILENCE_DB,
-    min_seconds: po.MinSeconds = po.audio.MIN_SECONDS,
+    silence_db: po.SilenceDb = None,
+    min_seconds: po.MinSeconds = None,
 ) -> None:
     """Predict tags for songs (default model: the workspace's latest run, else msd-musicnn).
 
@@ -42,8 +42,10 @@ def command(
         threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output,
         resume, silence_db, min_seconds,
     )  # fmt: skip
+    from orpheus import predicting
+
     po.resolve_model(ctx, model)  # an unknown model fails before any audio is read
-    files, problems, ignored = po.expand_inputs(paths)
-    code = po.predict_files(ctx, files, opts, problems, ignored)
+    inputs = predicting.expand_inputs(paths)
+    code = po.predict_files(ctx, inputs.files, opts, inputs.problems, inputs.ignored)
     if code:
         raise typer.Exit(code)
