@@ -149,13 +149,13 @@ def step_rate(cfg: dict, frames: int) -> float:
 
 
 def main() -> list[dict]:
-    from orpheus import config, dataset
+    from orpheus import config, features
 
     cfg = config.defaults()
     cfg["tags"]["top"] = 50
     out = records_dir(DATA / "tfrecords")
     rate = pipeline_rate(out, cfg)
-    frames = dataset.window_length_frames(cfg["model-training"]["window_length"])
+    frames = features.window_frames(cfg["model-training"]["window_length"])
     consume = step_rate(cfg, frames)
     return short_window_rows(out, cfg) + [
         {

@@ -1,4 +1,4 @@
-"""The tf.data input pipeline over a TFRecord build, and the window/normalisation inference shares.
+"""The tf.data input pipeline over a TFRecord build.
 
 Chain per split: shard files (only the split's; shuffled for training) -> parallel interleaved
 reads -> in chunks: parse, track-ID allow-list, labels (tag selection), drop examples with no
@@ -22,9 +22,10 @@ track has any tag of the group. The caller saves the label list with the model.
 Windows. Training takes one window of `model-training.window_length` seconds at a random start
 (when `window_random`), evaluation a centred one, song-level evaluation evenly spaced windows
 covering the track (`track_windows`). A clip shorter than the window is repeated to fill it.
-`normalise` scales each window to zero mean and unit variance (the original normalised waveforms
-across the batch instead, and log-mels per whole track at prediction time); the Tagger calls the
-same function.
+`features.normalise` scales each window to zero mean and unit variance (the original normalised
+waveforms across the batch instead, and log-mels per whole track at prediction time). Window
+arithmetic lives in `orpheus.features` (numpy and TensorFlow twins side by side), which the
+Tagger uses without importing this module.
 """
 
 from __future__ import annotations
@@ -36,11 +37,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from orpheus.audio import LogMelParams
+from orpheus import features
 from orpheus.errors import OrpheusError
 from orpheus.records import read_index, spec_of
-
-EPS = 1e-6
 
 
 def select_labels(
@@ -86,55 +85,6 @@ def select_labels(
     if not labels:
         raise OrpheusError("the tag selection is empty", hint="check tags.top/with/without")
     return labels, groups
-
-
-def window_length_frames(seconds: float, params: LogMelParams | None = None) -> int:
-    """Log-mel frames in a window of `seconds` (15 s at 16 kHz, hop 256: 938)."""
-    return (params or LogMelParams()).frames(seconds)
-
-
-def window_length_samples(seconds: float, sample_rate: int = 16000) -> int:
-    """Waveform samples in a window of `seconds`."""
-    return int(round(seconds * sample_rate))
-
-
-def normalise(x, *, batched: bool = False):
-    """Zero mean, unit variance per example (per window), eps 1e-6; numpy in, numpy out.
-
-    `x` is one window ((frames, n_mels) or (samples,)), or with `batched` a stack of them.
-    TensorFlow tensors get the same computation in TensorFlow ops.
-    """
-    if isinstance(x, np.ndarray):
-        x = x.astype(np.float32, copy=False)
-        axes = tuple(range(1 if batched else 0, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        var = x.var(axis=axes, keepdims=True)
-        return ((x - mean) / np.sqrt(var + EPS)).astype(np.float32)
-    x = tf.cast(x, tf.float32)
-    axes = list(range(1 if batched else 0, x.shape.rank))
-    mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
-    return (x - mean) * tf.math.rsqrt(var + EPS)
-
-
-def even_windows(x: np.ndarray, length: int, hop: int) -> np.ndarray:
-    """Numpy twin of the pipeline's song-level windows, for inference on whole tracks.
-
-    One window (repeated to fill) for a clip shorter than `length`; otherwise windows whose
-    starts are evenly spaced (integer division) from 0 to n - length, so the last one ends with
-    the track, about `hop` apart (at most 5% more; see `_hop_gaps`).
-    """
-    x = np.asarray(x, dtype=np.float32)
-    starts = window_starts(len(x), length, hop)
-    if len(x) < length:
-        x = np.concatenate([x] * math.ceil(length / len(x)))
-    return np.stack([x[s : s + length] for s in starts])
-
-
-def window_starts(n: int, length: int, hop: int) -> np.ndarray:
-    """Where `even_windows` starts its windows over a track of `n` steps."""
-    span = max(n - length, 0)
-    count = 1 + max(_hop_gaps(span, hop), 0)
-    return np.arange(count, dtype=np.int64) * span // max(count - 1, 1)
 
 
 def datasets(
@@ -215,7 +165,7 @@ def track_windows(
     return ds.map(
         lambda ex: (
             ex["tid"],
-            normalise(_even_windows(_decode(ex, feature), length, hop), batched=True),
+            features.normalise(_even_windows(_decode(ex, feature), length, hop), batched=True),
             ex["y"],
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -235,9 +185,7 @@ def _setup(records_dir: Path, cfg: dict) -> tuple[dict, int, list[str], list[lis
 
 
 def _window_length(spec, seconds: float) -> int:
-    if spec.format == "log-mel":
-        return window_length_frames(seconds, spec.params)
-    return window_length_samples(seconds, spec.sample_rate)
+    return features.Recipe.from_seconds(spec.format, spec.params, seconds).window
 
 
 def _check_split(index: Mapping, split: Sequence[float], records_dir: Path) -> None:
@@ -358,7 +306,7 @@ def _decode_windows(cut, length: int, feature: list[int]):
     """A batch of window bytes -> normalised float32 windows (batch, length, *feature)."""
     x = tf.io.decode_raw(cut, tf.float16, little_endian=True)
     x = tf.cast(tf.reshape(x, [tf.shape(cut)[0], length, *feature]), tf.float32)
-    return normalise(x, batched=True)
+    return features.normalise(x, batched=True)
 
 
 def _fill(x, length: int):
@@ -369,27 +317,14 @@ def _fill(x, length: int):
     return tf.cond(n < length, lambda: tf.tile(x, multiples), lambda: x)
 
 
-def _hop_gaps(span, hop: int):
-    """Gaps between evenly spaced windows whose starts span `span` steps, `hop` steps apart.
-
-    ceil(span / hop), except that a last window is not added for a remainder of 5% of a hop
-    or less: a 30 s clip in 3 s windows (1876 frames, 187-frame windows) gets 10 windows that
-    start 3.01 s apart, not 11 that overlap by 0.29 s each, 10% more compute to cover 0.1 s.
-    Integer arithmetic, so the numpy and TensorFlow twins agree; may be negative.
-    """
-    return (span - hop // 20 + hop - 1) // hop
-
-
 def _even_windows(x, length: int, hop: int):
-    span = tf.maximum(tf.shape(x)[0] - length, 0)
-    y = _fill(x, length)
-    count = 1 + tf.maximum(_hop_gaps(span, hop), 0)
-    starts = (
-        tf.range(count, dtype=tf.int64)
-        * tf.cast(span, tf.int64)
-        // tf.cast(tf.maximum(count - 1, 1), tf.int64)
-    )
+    """TensorFlow twin of `features.even_windows` (x: one whole track, time first)."""
+    return _windows_at(x, features.window_starts_tf(tf.shape(x)[0], length, hop), length)
+
+
+def _windows_at(x, starts, length: int):
+    """The windows of `x` at `starts` (int64), `length` steps each, repeat-filled if short."""
     idx = tf.cast(starts, tf.int32)[:, None] + tf.range(length)[None, :]
-    w = tf.gather(y, idx)
+    w = tf.gather(_fill(x, length), idx)
     w.set_shape([None, length] + x.shape[1:].as_list())
     return w

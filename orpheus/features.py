@@ -85,8 +85,37 @@ class Recipe:
     def window_seconds(self) -> float:
         return self.window * self.step_seconds
 
-    def with_placement(self, placement: str) -> Recipe:
-        return replace(self, placement=placement)
+    def with_placement(self, placement: str | None) -> Recipe:
+        """This recipe with windows placed `placement`'s way (None: as it is)."""
+        return self if placement in (None, self.placement) else replace(self, placement=placement)
+
+    def hop_steps(self, seconds: float | None = None) -> int:
+        """A hop of `seconds` in feature steps, at least one (None: one window, no overlap).
+
+        >>> Recipe(LOG_MEL, LogMelParams(), 187).hop_steps(1.5)    # 1.5 s of 16 ms frames
+        94
+        """
+        return self.window if seconds is None else max(1, round(seconds / self.step_seconds))
+
+    def starts(self, n: int, hop: int | None = None) -> np.ndarray:
+        """Where this recipe's windows start over a track of `n` steps, `hop` steps apart
+        (default one window): `window_starts` for even placement, else `musicnn_starts`.
+
+        >>> even = Recipe(LOG_MEL, LogMelParams(), 187)   # even: the last ends with the track
+        >>> even.starts(1000).tolist(), even.with_placement(MUSICNN).starts(1000).tolist()
+        ([0, 162, 325, 487, 650, 813], [0, 187, 374, 561, 748])
+        """
+        hop = self.window if hop is None else hop
+        if self.placement == MUSICNN:
+            return musicnn_starts(n, self.window, hop)
+        return window_starts(n, self.window, hop)
+
+    def windows(self, x: np.ndarray, hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(model input, starts in steps) of a whole track's features `x` (time first): the
+        windows at `starts`, repeat-filled if short, normalised when the recipe says so."""
+        starts = self.starts(len(x), hop)
+        wins = cut(x, starts, self.window)
+        return (normalise(wins, batched=True) if self.normalise else wins), starts
 
     def to_dict(self) -> dict:
         return {**asdict(self), "mel": self.mel.to_dict()}
@@ -146,14 +175,18 @@ def window_starts_tf(n, length: int, hop: int):
     )
 
 
-def musicnn_starts(n: int, length: int) -> np.ndarray:
-    """musicnn's extractor's patches: non-overlapping from 0, the tail that does not fill a
-    patch dropped; one start for a clip shorter than a patch (musicnn gives none there).
+def musicnn_starts(n: int, length: int, hop: int | None = None) -> np.ndarray:
+    """musicnn's extractor's patches: from frame 0, `hop` steps apart (default `length`: no
+    overlap), the tail that does not fill a patch dropped (`range(0, n - length + 1, hop)` in
+    `musicnn.extractor.batch_data`); one start for a clip shorter than a patch, where musicnn
+    gives no output.
 
-    >>> musicnn_starts(1000, 187).tolist()
-    [0, 187, 374, 561, 748]
+    >>> musicnn_starts(1000, 187).tolist(), musicnn_starts(400, 187, 100).tolist()
+    ([0, 187, 374, 561, 748], [0, 100, 200])
+    >>> musicnn_starts(100, 187).tolist()
+    [0]
     """
-    return np.arange(max(n // length, 1), dtype=np.int64) * length
+    return np.arange(0, max(n - length + 1, 1), hop or length, dtype=np.int64)
 
 
 def fill(x: np.ndarray, length: int) -> np.ndarray:

@@ -1,10 +1,13 @@
 """The Tagger: load a model once, then tag many files or arrays.
 
-A song is cut into evenly spaced windows covering the whole track (`orpheus.dataset.even_windows`,
-the same windows song-level evaluation uses; a clip shorter than one window is repeated to fill
-it), the windows go through the model in batches, and the result is a taggram (one row of
-probabilities per window), its mean over windows (the song-level prediction), and optionally the
-penultimate-layer embedding of every window (the input of the model's `output` layer).
+A Tagger holds a model and its feature recipe (`orpheus.features.Recipe`: front end, sample
+rate, mel parameters, window length, normalisation, placement). A song is cut into the recipe's
+windows (`Recipe.windows`): by default evenly spaced over the whole track, the windows song-level
+evaluation uses; with `windows="musicnn"`, musicnn's extractor's non-overlapping patches from the
+start, the tail dropped, so a user migrating from musicnn gets its taggram. A clip shorter than one
+window is repeated to fill it. The windows go through the model in batches, and the result is a
+taggram (one row of probabilities per window), its mean over windows (the song-level prediction),
+and optionally the penultimate-layer embedding of every window (the input of the `output` layer).
 
 Silence and very short audio: a window quieter than `silence_db` (`audio.audible_windows`)
 is left out of the mean, and a song whose windows are all silent gets no probabilities (note
@@ -15,13 +18,14 @@ TensorFlow is imported when a Tagger is built, not with this module: `tag_files`
 a model loader in hand and calls it only once a file has decoded, so a batch of broken files
 never pays for loading the model.
 
-Features come from `orpheus.audio` only. Models:
+Features come from `orpheus.audio`, windows from `orpheus.features` (never the tf.data module).
+Models:
 - the bundled musicnn taggers (`msd-musicnn`, `mtt-musicnn`): 187-frame (3 s) log-mel patches fed
   as they are (musicnn normalises with its own input BatchNorm), through the exact, faster
   rewrite of the graph `orpheus.models.musicnn.pool_before_norm`;
-- runs trained by Orpheus (`runs/<run-id>/`: model.keras, labels.json, config.json): log-mel or
-  waveform windows of the trained length, each scaled by `orpheus.dataset.normalise`, exactly as
-  in training.
+- runs trained by Orpheus (`runs/<run-id>/`: model.keras, labels.json, config.json): the run's
+  recipe, log-mel or waveform windows of the trained length, each scaled by
+  `orpheus.features.normalise`, exactly as in training.
 """
 
 from __future__ import annotations
@@ -40,12 +44,12 @@ from threadpoolctl import threadpool_limits
 from orpheus import audio, pretrained
 from orpheus.audio import LogMelParams
 from orpheus.errors import OrpheusError
+from orpheus.features import LOG_MEL, WAVEFORM, Recipe
 
 if TYPE_CHECKING:
     import keras
 
 MODEL_FILE = "model.keras"
-LOG_MEL, WAVEFORM = "log-mel", "waveform"
 
 
 @dataclass
@@ -84,31 +88,21 @@ class Tagger:
         model: keras.Model,
         labels: list[str],
         *,
+        recipe: Recipe,
         name: str,
-        frontend: str,
-        window: int,
-        sample_rate: int = audio.DEFAULT_SR,
-        mel: LogMelParams | None = None,
-        normalise_windows: bool = True,
         batch_size: int = 16,
         inference_graph: Callable[[keras.Model], keras.Model] | None = None,
     ):
         import keras
         import tensorflow as tf
 
-        if frontend not in (LOG_MEL, WAVEFORM):
-            raise OrpheusError(f"model {name}: unknown front end {frontend!r}")
         if model.output_shape[-1] != len(labels):
             raise OrpheusError(
                 f"model {name}: {model.output_shape[-1]} outputs but {len(labels)} labels"
             )
         self.name = name
         self.labels = list(labels)
-        self.frontend = frontend
-        self.window = window
-        self.sample_rate = sample_rate
-        self.mel = mel or LogMelParams(sample_rate=sample_rate)
-        self.normalise_windows = normalise_windows
+        self.recipe = recipe
         self.batch_size = batch_size
         self.model = model
         names = {layer.name for layer in model.layers}
@@ -116,7 +110,7 @@ class Tagger:
         both = keras.Model(model.inputs, [model.output, last.input])
         if inference_graph is not None:  # an equivalent graph that runs faster
             both = inference_graph(both)
-        signature = tf.TensorSpec([None, window, *model.input_shape[2:]], tf.float32)
+        signature = tf.TensorSpec([None, recipe.window, *model.input_shape[2:]], tf.float32)
         self._forward = tf.function(lambda x: both(x, training=False), input_signature=[signature])
         self.embedding_size = int(both.outputs[1].shape[-1])
 
@@ -124,20 +118,21 @@ class Tagger:
 
     @classmethod
     def pretrained(cls, name: str = pretrained.DEFAULT, **kwargs) -> Tagger:
-        """A bundled musicnn model (`msd-musicnn`, `mtt-musicnn`)."""
-        from orpheus.models.musicnn import PATCH_FRAMES, build_musicnn, pool_before_norm
+        """A bundled musicnn model (`msd-musicnn`, `mtt-musicnn`) with musicnn's recipe."""
+        from orpheus.models import musicnn
 
         labels = pretrained.labels(name)
-        model = build_musicnn(len(labels))
+        model = musicnn.build_musicnn(len(labels))
         model.load_weights(pretrained.weights_path(name))
+        mel = LogMelParams(musicnn.SAMPLE_RATE, musicnn.N_FFT, musicnn.HOP_LENGTH, musicnn.N_MELS)
+        # fed as they are: musicnn normalises with its own input BatchNorm
+        recipe = Recipe(LOG_MEL, mel, musicnn.PATCH_FRAMES, normalise=False)
         return cls(
             model,
             labels,
+            recipe=recipe,
             name=name,
-            frontend=LOG_MEL,
-            window=PATCH_FRAMES,
-            normalise_windows=False,
-            inference_graph=pool_before_norm,
+            inference_graph=musicnn.pool_before_norm,
             **kwargs,
         )
 
@@ -183,48 +178,41 @@ class Tagger:
         frontend = cfg.get("frontend") or (LOG_MEL if len(model.input_shape) == 3 else WAVEFORM)
         window = model.input_shape[1]
         if window is None:
-            seconds = float(cfg["model-training"]["window_length"])
-            window = mel.frames(seconds) if frontend == LOG_MEL else round(seconds * sample_rate)
-        return cls(
-            model,
-            labels,
-            name=name,
-            frontend=frontend,
-            window=int(window),
-            sample_rate=sample_rate,
-            mel=mel,
-            normalise_windows=True,
-            **kwargs,
-        )
+            recipe = Recipe.from_seconds(
+                frontend, mel, float(cfg["model-training"]["window_length"])
+            )
+        else:
+            recipe = Recipe(frontend, mel, int(window))
+        return cls(model, labels, recipe=recipe, name=name, **kwargs)
 
     # -- features and windows -----------------------------------------------------------------
 
     @property
+    def sample_rate(self) -> int:
+        return self.recipe.sample_rate
+
+    @property
     def step_seconds(self) -> float:
         """Seconds per feature step (one log-mel frame, or one sample)."""
-        return (self.mel.hop_length if self.frontend == LOG_MEL else 1) / self.sample_rate
+        return self.recipe.step_seconds
 
     @property
     def window_seconds(self) -> float:
-        return self.window * self.step_seconds
+        return self.recipe.window_seconds
 
     def features(self, y: np.ndarray) -> np.ndarray:
         """Whole-track model input from mono audio at `self.sample_rate`."""
         y = np.asarray(y, dtype=np.float32)
-        return audio.log_mel(y, self.mel) if self.frontend == LOG_MEL else y
+        return audio.log_mel(y, self.recipe.mel) if self.recipe.frontend == LOG_MEL else y
 
     def windows(
-        self, features: np.ndarray, hop: float | None = None
+        self, feats: np.ndarray, hop: float | None = None, placement: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(windows, start times in seconds) covering the track, about `hop` seconds apart."""
-        from orpheus.dataset import even_windows, normalise, window_starts
-
-        hop_steps = self.window if hop is None else max(1, round(hop / self.step_seconds))
-        wins = even_windows(features, self.window, hop_steps)
-        starts = window_starts(len(features), self.window, hop_steps)
-        if self.normalise_windows:
-            wins = normalise(wins, batched=True)
-        return wins, starts * self.step_seconds
+        """(windows, start times in seconds) over the track, about `hop` seconds apart, placed
+        by `placement` ("even" or "musicnn"; default the recipe's)."""
+        recipe = self.recipe.with_placement(placement)
+        wins, starts = recipe.windows(feats, recipe.hop_steps(hop))
+        return wins, starts * recipe.step_seconds
 
     # -- tagging ------------------------------------------------------------------------------
 
@@ -234,12 +222,15 @@ class Tagger:
         sr: int | None = None,
         *,
         hop: float | None = None,
+        windows: str | None = None,
         embeddings: bool = False,
         silence_db: float = audio.SILENCE_DB,
         min_seconds: float = audio.MIN_SECONDS,
     ) -> TagResult:
         """Tag mono audio `y` (resampled from `sr` when it differs from the model's rate).
 
+        `windows` places the windows: "even" (spread over the whole track) or "musicnn"
+        (musicnn's extractor's patches from the start, the tail dropped); default the recipe's.
         Raises `audio.AudioError` ("too short") for audio shorter than `min_seconds`.
         """
         y = np.asarray(y, dtype=np.float32)
@@ -248,26 +239,28 @@ class Tagger:
         if sr is not None and sr != self.sample_rate:
             y = audio.resample(y, sr, self.sample_rate)
         check_length(y, self.sample_rate, min_seconds, "audio")
-        return self._run(self._prepare(y, hop, silence_db), embeddings)
+        return self._run(self._prepare(y, hop, silence_db, windows), embeddings)
 
     def tag_file(
         self,
         path: str | Path,
         *,
         hop: float | None = None,
+        windows: str | None = None,
         embeddings: bool = False,
         silence_db: float = audio.SILENCE_DB,
         min_seconds: float = audio.MIN_SECONDS,
     ) -> TagResult:
         """Tag one audio file (`audio.AudioError` if it cannot be decoded or is too short)."""
         y = decode(path, self.sample_rate, min_seconds)
-        return self._run(self._prepare(y, hop, silence_db), embeddings)
+        return self._run(self._prepare(y, hop, silence_db, windows), embeddings)
 
     def tag_files(
         self,
         paths: Iterable[str | Path],
         *,
         hop: float | None = None,
+        windows: str | None = None,
         embeddings: bool = False,
         workers: int = 2,
         silence_db: float = audio.SILENCE_DB,
@@ -279,15 +272,18 @@ class Tagger:
             lambda: self,
             self.sample_rate,
             hop=hop,
+            windows=windows,
             embeddings=embeddings,
             workers=workers,
             silence_db=silence_db,
             min_seconds=min_seconds,
         )
 
-    def _prepare(self, y: np.ndarray, hop: float | None, silence_db: float) -> _Prepared:
+    def _prepare(
+        self, y: np.ndarray, hop: float | None, silence_db: float, placement: str | None = None
+    ) -> _Prepared:
         """Windows of mono audio at the model's rate, the silent ones left out."""
-        wins, starts = self.windows(self.features(y), hop)
+        wins, starts = self.windows(self.features(y), hop, placement)
         keep = audio.audible_windows(y, self.sample_rate, starts, self.window_seconds, silence_db)
         duration = len(y) / self.sample_rate
         note = "silent" if not keep.any() else "short" if duration < self.window_seconds else None
@@ -353,6 +349,7 @@ def tag_files(
     sample_rate: int,
     *,
     hop: float | None = None,
+    windows: str | None = None,
     embeddings: bool = False,
     workers: int = 2,
     silence_db: float = audio.SILENCE_DB,
@@ -371,7 +368,7 @@ def tag_files(
     def job(path: Path) -> _Prepared | np.ndarray:
         y = decode(path, sample_rate, min_seconds)
         # Before the model is loaded its window recipe is unknown: the main thread prepares.
-        return loaded[0]._prepare(y, hop, silence_db) if loaded else y
+        return loaded[0]._prepare(y, hop, silence_db, windows) if loaded else y
 
     # The decoding threads' log-mel calls BLAS; OpenBLAS's own threads would then spin
     # against the model's for the same cores (~20% of the throughput on 2 cores).
@@ -399,5 +396,5 @@ def tag_files(
                 loaded.append(load())
             tagger = loaded[0]
             if not isinstance(prepared, _Prepared):
-                prepared = tagger._prepare(prepared, hop, silence_db)
+                prepared = tagger._prepare(prepared, hop, silence_db, windows)
             yield p, tagger._run(prepared, embeddings)

@@ -28,7 +28,7 @@ from process_helpers import free_ports
 from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
-from orpheus import dataset, records
+from orpheus import features, records
 from orpheus.cli import app
 from orpheus.commands.init import use_example
 from orpheus.workspace import Workspace
@@ -197,8 +197,8 @@ def test_test_metrics_equal_sklearn_on_song_level_predictions_recomputed(workspa
     for ex, y in labelled_test_tracks(workspace, "custom"):
         # one window per window length (test's default hop), and the command's normalise op and
         # batches: the scores equal the command's to the bit (measured), so no near-tie flips
-        windows = dataset.even_windows(ex["audio"], length, length)
-        windows = dataset.normalise(tf.constant(windows), batched=True).numpy()
+        windows = features.even_windows(ex["audio"], length, length)
+        windows = features.normalise(tf.constant(windows), batched=True).numpy()
         outs = [
             model(windows[i : i + BATCH], training=False) for i in range(0, len(windows), BATCH)
         ]
@@ -352,8 +352,8 @@ def test_records_at_22050_hz_with_64_mels_then_train_and_test(workspace, tmp_pat
     model = keras.models.load_model(ws / "runs/sr22/model.keras", safe_mode=True, compile=False)
     length = WINDOW_S * 22050 // 256 + 1
     ex = decoded(out, "test")[0]
-    windows = dataset.even_windows(ex["audio"], length, length)
-    expected = model(dataset.normalise(tf.constant(windows), batched=True)).numpy().mean(axis=0)
+    windows = features.even_windows(ex["audio"], length, length)
+    expected = model(features.normalise(tf.constant(windows), batched=True)).numpy().mean(axis=0)
     song = audio_root / table[ex["tid"]]
     result = orpheus(ws, "predict", str(song), "--model", "sr22", "-f", "json", "-t", "0")
     ok(result)

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from records_helpers import VOCABULARY, make_corpus
 
-from orpheus import config, dataset, records
+from orpheus import config, dataset, features, records
 from orpheus.errors import OrpheusError
 
 POP = {"rock": 50, "pop": 40, "jazz": 40, "electronic": 10, "female vocalists": 60, "indie": 5}
@@ -81,7 +81,7 @@ def test_select_labels_rejects_bad_selections(tags_cfg, message):
 @pytest.mark.parametrize("twin", ["numpy", "tensorflow"])
 def test_normalise_by_hand(twin):
     def normalise(x, **kw):
-        out = dataset.normalise(x if twin == "numpy" else tf.constant(x), **kw)
+        out = features.normalise(x if twin == "numpy" else tf.constant(x), **kw)
         return out if twin == "numpy" else out.numpy()
 
     # [1, 2, 3, 4]: mean 2.5, variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25, so
@@ -108,16 +108,16 @@ def test_normalise_by_hand(twin):
 def test_normalise_numpy_and_tensorflow_agree(shape):
     rng = np.random.default_rng(0)
     x = (3.0 + 2.5 * rng.standard_normal((4, *shape))).astype(np.float32)
-    one = dataset.normalise(x[0])
+    one = features.normalise(x[0])
     assert isinstance(one, np.ndarray)
-    np.testing.assert_allclose(one, dataset.normalise(tf.constant(x[0])).numpy(), atol=1e-4)
+    np.testing.assert_allclose(one, features.normalise(tf.constant(x[0])).numpy(), atol=1e-4)
     assert abs(one.mean()) < 1e-4 and abs(one.std() - 1) < 1e-4
-    many = dataset.normalise(x, batched=True)
-    np.testing.assert_allclose(many[2], dataset.normalise(x[2]), atol=1e-5)
+    many = features.normalise(x, batched=True)
+    np.testing.assert_allclose(many[2], features.normalise(x[2]), atol=1e-5)
     np.testing.assert_allclose(
-        many, dataset.normalise(tf.constant(x), batched=True).numpy(), atol=1e-4
+        many, features.normalise(tf.constant(x), batched=True).numpy(), atol=1e-4
     )
-    flat = dataset.normalise(np.zeros(shape, np.float32))  # silence stays finite
+    flat = features.normalise(np.zeros(shape, np.float32))  # silence stays finite
     assert np.isfinite(flat).all()
 
 
@@ -131,9 +131,9 @@ def test_datasets_shapes_labels_and_normalisation(built, fmt):
     assert labels == want_labels
     spec = records.spec_of(index)
     frames = (
-        (dataset.window_length_frames(2, spec.params), 96)
+        (features.window_frames(2, spec.params), 96)
         if fmt == "log-mel"
-        else (dataset.window_length_samples(2, 16000),)
+        else (features.window_samples(2, 16000),)
     )
     for name, d in ds.items():
         batches = _batches(d)
@@ -203,9 +203,9 @@ def test_track_windows_cover_each_track_like_the_numpy_twin(built, fmt):
     index = records.read_index(built[fmt])
     spec = records.spec_of(index)
     length = (
-        dataset.window_length_frames(2, spec.params)
+        features.window_frames(2, spec.params)
         if fmt == "log-mel"
-        else dataset.window_length_samples(2, 16000)
+        else features.window_samples(2, 16000)
     )
     hop = length // 2
     decoded = {
@@ -218,7 +218,7 @@ def test_track_windows_cover_each_track_like_the_numpy_twin(built, fmt):
     assert got
     for tid, windows, y in got:
         ex = decoded[tid.numpy().decode()]
-        raw = dataset.even_windows(ex["audio"], length, hop).astype(
+        raw = features.even_windows(ex["audio"], length, hop).astype(
             np.float64
         )  # hand-checked below
         axes = tuple(range(1, raw.ndim))  # each window to zero mean, unit variance (eps 1e-6)
@@ -237,7 +237,7 @@ def test_track_windows_cover_each_track_like_the_numpy_twin(built, fmt):
 def test_even_windows_cover_the_whole_track(twin):
     def even_windows(x, length, hop):
         if twin == "numpy":
-            return dataset.even_windows(x, length, hop)
+            return features.even_windows(x, length, hop)
         return dataset._even_windows(tf.constant(x), length, hop).numpy()
 
     # 10 steps in windows of 4, hop 3: starts span 10 - 4 = 6 = 2 hops, so 3 windows at 0, 3, 6
@@ -259,7 +259,7 @@ def test_even_windows_skip_a_window_for_a_remainder_under_5_percent_of_a_hop(twi
     def starts(n):
         clip = np.arange(n, dtype=np.float32)
         if twin == "numpy":
-            return dataset.even_windows(clip, 187, 187)[:, 0].tolist()
+            return features.even_windows(clip, 187, 187)[:, 0].tolist()
         return dataset._even_windows(tf.constant(clip), 187, 187).numpy()[:, 0].tolist()
 
     assert starts(1876) == [0, 187, 375, 563, 750, 938, 1126, 1313, 1501, 1689]
@@ -277,5 +277,5 @@ def test_a_changed_split_asks_for_a_rebuild(built):
 def test_the_tensorflow_windows_match_the_numpy_twin_around_the_5_percent_boundary():
     for n in [*range(180, 190), *range(378, 390)]:  # one window / 2 or 3 windows at 187 frames
         x = np.arange(n, dtype=np.float32)
-        want = dataset.even_windows(x, 187, 187)
+        want = features.even_windows(x, 187, 187)
         np.testing.assert_array_equal(dataset._even_windows(tf.constant(x), 187, 187).numpy(), want)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 from tagger_helpers import SR, make_run, music, write
 
 from orpheus import audio
-from orpheus.dataset import even_windows, normalise
+from orpheus.audio import LogMelParams
 from orpheus.errors import OrpheusError
+from orpheus.features import LOG_MEL, Recipe, even_windows, normalise
 from orpheus.models.musicnn import PATCH_FRAMES
 from orpheus.tagger import Tagger
 
@@ -45,6 +49,48 @@ def test_start_times_are_the_windows_starts(msd):
         windows, starts = msd.windows(feats, hop)
         np.testing.assert_array_equal(windows[:, 0, 0], np.round(starts * SR / 256))
     assert len(msd.windows(feats, 1.0)[0]) > len(msd.windows(feats)[0])
+
+
+def test_pretrained_recipe_is_musicnns(msd):
+    # musicnn's configuration.py: SR 16000, FFT_SIZE 512, FFT_HOP 256, N_MELS 96, 3 s -> 187
+    assert msd.recipe == Recipe(LOG_MEL, LogMelParams(16000, 512, 256, 96), 187, normalise=False)
+    assert msd.sample_rate == 16000 and msd.window_seconds == 187 * 256 / 16000
+
+
+def test_musicnn_windows_are_musicnns_patches(msd):
+    y = music(10.0, seed=3)
+    feats = audio.log_mel(y)  # 626 frames: musicnn's patches at 0, 187, 374; 65 frames dropped
+    result = msd.tag(y, windows="musicnn")
+    assert len(feats) == 626
+    np.testing.assert_allclose(result.starts, np.array([0, 187, 374]) * 256 / SR)
+    patches = np.stack([feats[s : s + 187] for s in range(0, 626 - 187 + 1, 187)])
+    np.testing.assert_allclose(result.taggram, msd.model.predict_on_batch(patches), atol=1e-5)
+    assert result.note is None
+    # a clip under one patch (musicnn gives nothing): one repeat-filled window, noted "short"
+    short = msd.tag(music(2.0, seed=3), windows="musicnn")
+    assert short.note == "short" and short.starts.tolist() == [0.0]
+    with pytest.raises(OrpheusError, match="unknown window placement"):
+        msd.tag(y, windows="middle")
+
+
+def test_inference_never_imports_the_data_pipeline(tmp_path):
+    path = write(tmp_path / "song.wav", music(4.0))
+    code = (
+        "import sys; from orpheus.tagger import Tagger; "
+        f"r = Tagger.pretrained().tag_file({str(path)!r}); "
+        "print(len(r.taggram), 'orpheus.dataset' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_quiet_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "False"]  # 251 frames: two 187-frame windows
+
+
+def _quiet_env() -> dict:
+    import os
+
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def test_top_threshold_and_top_k(msd):
@@ -147,7 +193,8 @@ def test_from_run_uses_the_trained_window_and_normalisation(tmp_path, frontend):
     y = music(3.3, seed=2)
     result = tagger.tag(y, embeddings=True)
     feats = audio.log_mel(y) if frontend == "log-mel" else y
-    windows = normalise(even_windows(feats, tagger.window, tagger.window), batched=True)
+    length = tagger.recipe.window
+    windows = normalise(even_windows(feats, length, length), batched=True)
     model = keras.models.load_model(tmp_path / "runs" / "r1" / "model.keras")
     np.testing.assert_allclose(result.taggram, model.predict_on_batch(windows), atol=1e-5)
     assert result.embeddings.shape == (len(windows), 8)

@@ -28,8 +28,11 @@ import keras
 import numpy as np
 from keras import layers
 
+# The features the released models were trained on (musicnn's config.py): 16 kHz log-mel,
+# n_fft 512, hop 256, 96 mels, 187-frame (3 s) patches (`Tagger.pretrained` builds its recipe
+# from these; this module stays free of orpheus.features, whose TF twins import TensorFlow).
+SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS = 16000, 512, 256, 96
 PATCH_FRAMES = 187
-N_MELS = 96
 
 # Keras layer name -> TF1 variable scope in the musicnn checkpoints (creation order of
 # `musicnn/models.py`; tf.name_scope('model') does not prefix tf.compat.v1.layers variables).
