@@ -268,12 +268,14 @@ class Summary:
         return self.seconds / self.elapsed if self.elapsed > 0 else 0.0
 
     def line(self) -> str:
-        """E.g. `tagged 3 (0:00:07 of audio in 2 s, 4x realtime), 1 short, 1 silent, skipped 1
-        (1 too short), 2 non-audio file(s) ignored`."""
-        s = self.seconds
-        clock = f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{round(s % 60):02d}"
-        speed = f", {self.realtime:.0f}x realtime" if self.tagged and self.elapsed > 0 else ""
-        parts = [f"tagged {self.tagged} ({clock} of audio in {self.elapsed:.0f} s{speed})"]
+        """E.g. `tagged 3 (0:00:07 of audio in 2.1 s, 3.3x realtime), 1 short, 1 silent,
+        skipped 1 (1 too short), 2 non-audio file(s) ignored`: hours:minutes:seconds of audio."""
+        s, took, fast = round(self.seconds), self.elapsed, self.realtime
+        clock = f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        took_text = f"{took:.1f}" if took < 60 else f"{took:.0f}"
+        speed = f", {fast:.1f}x realtime" if fast < 10 else f", {fast:.0f}x realtime"
+        speed = speed if self.tagged and took > 0 else ""
+        parts = [f"tagged {self.tagged} ({clock} of audio in {took_text} s{speed})"]
         parts += [f"{n} {note}" for note, n in sorted(self.notes.items())]
         if self.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))

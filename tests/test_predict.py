@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -439,3 +441,106 @@ def test_resume_needs_an_output_it_can_read(tiny, tmp_path):
     assert len(lines) == 2 and lines[1].startswith(f"{song},run/tiny,")  # one header, one row
     other = orpheus(*args[:2], "-f", "csv", "-o", rows, "--resume", cwd=tmp_path)
     assert other.exit_code == 2 and "holds results of run/tiny" in other.stderr
+
+
+# -- the library, the summary, the Python API -----------------------------------------------
+
+
+def test_the_summary_counts_what_soundfile_measures(tiny, tmp_path):
+    from orpheus import predicting
+
+    d = tmp_path / "library"
+    (d / "cd").mkdir(parents=True)
+    write(d / "a.wav", music(2.3, seed=1))
+    write(d / "cd" / "b.flac", music(3.7, sr=22050, seed=2), sr=22050)  # resampled to 16 kHz
+    stereo = np.stack([music(1.9, sr=44100, seed=3)] * 2, axis=1)
+    write(d / "cd" / "c.wav", stereo, sr=44100)
+    write(d / "zeros.wav", np.zeros(2 * 16000, np.float32))  # tagged, no tags: silent
+    write(d / "short.wav", music(0.4))  # under --min-seconds 1: skipped
+    (d / "cd" / "broken.mp3").write_bytes(b"ID3 but nothing else")
+    (d / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    (d / "cd" / "album.cue").write_text("FILE b.flac WAVE")
+    tagged = [d / "a.wav", d / "cd" / "b.flac", d / "cd" / "c.wav", d / "zeros.wav"]
+    seconds = sum(sf.info(str(f)).duration for f in tagged)  # the oracle: 9.9 s
+    summary = predicting.Summary()
+    recs = list(
+        predicting.tag_paths([d, tmp_path / "gone.wav"], model=tiny, summary=summary, threshold=0)
+    )
+    assert {r["path"]: r.get("skipped") for r in recs if "skipped" in r} == {
+        str(tmp_path / "gone.wav"): "no such file or folder",
+        str(d / "cd" / "broken.mp3"): "not a recognised audio format",
+        str(d / "short.wav"): "too short (0.4 s)",
+    }
+    assert sorted(r["path"] for r in recs if "skipped" not in r) == sorted(map(str, tagged))
+    # decoded lengths at 16 kHz: soxr's output rounds to whole samples (1/16000 s per file)
+    assert summary.seconds == pytest.approx(seconds, abs=4 / 16000)
+    assert (summary.tagged, dict(summary.notes), summary.ignored) == (4, {"silent": 1}, 2)
+
+    result = orpheus("predict", d, tmp_path / "gone.wav", "--model", tiny, "-f", "jsonl",
+                     cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("tagged")]
+    head = re.fullmatch(
+        r"tagged 4 \(0:00:10 of audio in ([\d.]+) s, ([\d.]+)x realtime\), 1 silent, skipped 3 "
+        r"\(1 no such file or folder, 1 not a recognised audio format, 1 too short\), "
+        r"2 non-audio file\(s\) ignored",
+        line,
+    )
+    assert head, line
+    took, fast = map(float, head.groups())
+    # both are printed to 0.1: the realtime factor is the audio's length over the time taken
+    assert seconds / (took + 0.05) - 0.05 <= fast <= seconds / max(took - 0.05, 1e-9) + 0.05
+
+
+def test_the_readme_python_example_tags_a_folder(tmp_path, monkeypatch, capsys):
+    from orpheus import pretrained
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Python API") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```", start)]
+    (tmp_path / "music").mkdir()
+    write(tmp_path / "music" / "song.wav", music(4.0, seed=5))
+    write(tmp_path / "music" / "other.flac", music(3.2, seed=6))
+    (tmp_path / "music" / "bad.mp3").write_text("not audio")
+    (tmp_path / "music" / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "skipped music/bad.mp3 not a recognised audio format"
+    labels = set(pretrained.labels("msd-musicnn"))
+    for line, name in zip(lines[1:3], ("other.flac", "song.wav"), strict=True):
+        path, tags = line.split(" ", 1)
+        assert path == f"music/{name}" and set(ast.literal_eval(tags)) <= labels
+    assert lines[3].startswith("tagged 2 (0:00:07 of audio in ")
+    assert lines[3].endswith(
+        "skipped 1 (1 not a recognised audio format), 1 non-audio file(s) ignored"
+    )
+    shape, top = lines[4].split(") ", 1)
+    # 4 s = 251 frames: 187-frame windows about 1 s (62 frames) apart over a span of 64 frames
+    assert shape == "(2, 50"
+    assert all(t in labels and p >= 0.2 for t, p in ast.literal_eval(top))
+
+
+def test_header_estimates_are_near_the_decoded_length(tmp_path):
+    from orpheus.predicting import estimated_seconds
+
+    wav = write(tmp_path / "a.wav", music(2.5))
+    assert estimated_seconds(wav) == 2.5  # libsndfile: frames / rate, exact
+    ape = REPO / "tests" / "fixtures" / "music.ape"  # FFmpeg's header: 3.5 s of music (README)
+    assert estimated_seconds(ape) == pytest.approx(3.5, abs=1e-3)
+    (tmp_path / "x.mp3").write_text("not audio")
+    assert estimated_seconds(tmp_path / "x.mp3") is None
+
+
+def test_the_cli_shows_the_library_defaults_and_imports_no_numpy():
+    from orpheus import audio
+
+    text = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).stdout
+    for flag, value in (("--silence-db", audio.SILENCE_DB), ("--min-seconds", audio.MIN_SECONDS)):
+        line = next(x for x in text.splitlines() if x.split()[1:2] == [flag])
+        assert f"[default: ({value})]" in line, line  # Typer brackets a described default
+    probe = "import sys, orpheus.cli; print(sorted({'numpy', 'tensorflow'} & set(sys.modules)))"
+    done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.stdout.strip() == "[]"  # `orpheus --help` stays instant
