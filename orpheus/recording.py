@@ -120,7 +120,7 @@ def save(path: Path, samples: np.ndarray, rate: int) -> Path:
     """Write int16 samples as 16-bit PCM (format from the suffix, WAV by default), atomically."""
     import soundfile as sf
 
-    from orpheus.workspace import write_atomic_via
+    from orpheus.io import write_atomic_via
 
     path = Path(path)
     fmt = sf.check_format(path.suffix.lstrip(".").upper()) if path.suffix else False

@@ -19,7 +19,7 @@ order, so a track never moves between train and test when the corpus grows. With
 tracks are ordered by the same hash (a fixed pseudo-random order, like the original's shuffle
 before writing, but reproducible) and cut into contiguous, equally sized shards.
 
-Builds are resumable: each shard is written under a temp name (`.<file>.<pid>.tmp`) and renamed
+Builds are resumable: each shard is written under a temp name (`orpheus.io`) and renamed
 only once complete, together with a small result file in `_progress/`; a re-run with the same
 plan skips finished shards, a different plan starts over. The per-track transform
 (`track_feature`: decode + feature) is the same function under the local process pool and under
@@ -40,7 +40,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import threading
 import time
@@ -55,6 +54,7 @@ import numpy as np
 from orpheus import audio
 from orpheus.audio import AudioError, LogMelParams
 from orpheus.errors import OrpheusError
+from orpheus.io import atomic_path, write_json_atomic
 
 FORMATS = ("log-mel", "waveform")
 SPLIT_NAMES = ("train", "valid", "test")
@@ -359,11 +359,9 @@ def write_shard(
     """
     out = Path(out_dir)
     start = time.perf_counter()
-    final = out / shard.file
-    tmp = out / f".{shard.file}.{os.getpid()}.tmp"
     tids: list[str] = []
     bad: list[str] = []
-    try:
+    with atomic_path(out / shard.file) as tmp:
         with _tfrecord_file(tmp, compression) as write:
             for track in shard.tracks:
                 feature = track_feature(track, spec)
@@ -375,18 +373,13 @@ def write_shard(
                 if on_track is not None:
                     on_track(1)
         result = ShardResult(shard.file, shard.split, tids, bad, time.perf_counter() - start)
-        _write_json(out / PROGRESS_DIR / f"{shard.file}.json", result.to_dict())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+        write_json_atomic(out / PROGRESS_DIR / f"{shard.file}.json", result.to_dict(), indent=1)
     return result
 
 
 @contextlib.contextmanager
 def _tfrecord_file(path: Path, compression: str | None) -> Iterator[Callable[[bytes], None]]:
-    """A `write(record)` that frames records as TFRecordWriter does; fsynced when closed.
+    """A `write(record)` that frames records as TFRecordWriter does.
 
     Each record: its length (uint64, little-endian), the length's masked CRC32C, the data, the
     data's masked CRC32C. GZIP is one zlib stream with TensorFlow's settings (gzip header,
@@ -407,8 +400,6 @@ def _tfrecord_file(path: Path, compression: str | None) -> Iterator[Callable[[by
         yield write
         if z is not None:
             fh.write(z.flush())
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _masked_crc32c(data: bytes) -> bytes:
@@ -417,12 +408,6 @@ def _masked_crc32c(data: bytes) -> bytes:
 
     crc = google_crc32c.value(data)
     return ((((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF).to_bytes(4, "little")
-
-
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # -- runners ----------------------------------------------------------------------------------
@@ -499,20 +484,12 @@ def _run_beam(
     beam_options: str | None,
 ) -> None:
     """Write the shards as an Apache Beam pipeline: one element per shard, same writer."""
-    try:
-        import apache_beam as beam
-        from apache_beam.options.pipeline_options import PipelineOptions
-    except ImportError:
-        raise OrpheusError(
-            "the beam runner needs Apache Beam", hint="pip install 'orpheus-tagger[beam]'"
-        ) from None
-    try:  # Beam checks the runner name when the pipeline is made: a bad one is the user's
-        pipeline = beam.Pipeline(options=PipelineOptions(shlex.split(beam_options or "")))
-    except ValueError as exc:
-        raise OrpheusError(
-            f"bad --beam-options: {exc}", hint='e.g. --beam-options "--runner=DirectRunner"'
-        ) from None
-    with pipeline as p:
+    from orpheus.beam import pipeline
+
+    p = pipeline(beam_options)  # first: a missing Beam is a one-line error
+    import apache_beam as beam
+
+    with p:
         _ = (
             p
             | "Shards" >> beam.Create(todo)
@@ -585,7 +562,7 @@ def build(
     previous = json.loads(marker.read_text()) if marker.is_file() else {}
     if previous.get("plan") != digest:
         _clear(out, progress_dir)
-        _write_json(marker, {"plan": digest})
+        write_json_atomic(marker, {"plan": digest}, indent=1)
     for p in out.glob(".*.tmp"):  # left by a killed build
         p.unlink(missing_ok=True)
     for p in progress_dir.glob(".*.tmp"):
@@ -608,7 +585,7 @@ def build(
         raise OrpheusError(f"cannot write TFRecords in {out}: {exc.strerror or exc}") from None
     results = [json.loads((progress_dir / f"{f}.json").read_text()) for f in files]
     index = _index(the_plan, results)
-    _write_json(out / INDEX_FILE, index)
+    write_json_atomic(out / INDEX_FILE, index, indent=1)
     shutil.rmtree(progress_dir, ignore_errors=True)
     return BuildResult(index, written=len(todo), reused=len(files) - len(todo))
 

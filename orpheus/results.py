@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from orpheus.errors import OrpheusError
-from orpheus.workspace import write_atomic_via
+from orpheus.io import write_atomic_via
 
 if TYPE_CHECKING:
     from orpheus.tagger import TagResult

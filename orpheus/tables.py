@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orpheus.errors import OrpheusError
-from orpheus.workspace import write_atomic_via, write_json_atomic
+from orpheus.io import write_atomic_via, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from orpheus.errors import OrpheusError
-from orpheus.workspace import write_atomic, write_atomic_via
+from orpheus.io import write_atomic, write_atomic_via
 
 SCHEDULES = ("constant", "cyclic", "one-cycle")
 PRECISIONS = ("float32", "mixed")

@@ -20,15 +20,15 @@ import shlex
 import shutil
 import stat
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from orpheus import config as config_mod
 from orpheus.errors import OrpheusError
+from orpheus.io import write_json_atomic
 
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "manifest.json"
@@ -60,35 +60,6 @@ OK, STALE, MISSING = "ok", "stale", "missing"
 
 class WorkspaceError(OrpheusError):
     """The workspace is missing, unreadable or corrupt."""
-
-
-def write_atomic_via(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temp file beside `path`, then rename it into place, so readers
-    see the old file or the whole new one, never half of it."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OrpheusError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` (text is UTF-8) to `path` atomically."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    write_atomic_via(path, lambda fh: fh.write(payload))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def fingerprint(path: Path) -> str | None:

@@ -373,14 +373,14 @@ def test_jamendo_wrong_header_and_unreadable_tag_block(lib, tmp_path):
 
 
 def test_passthrough_profile_merges_spellings_keeps_categories_and_needs_min_tracks(tmp_path):
-    from orpheus.labels.common import write_tag_db
+    from orpheus.labels.common import save_tag_rows
     from orpheus.lastfm.cleaning import CleaningParams, clean_database
     from orpheus.lastfm.db import LastFm
 
     rows = [("t1", "Hip-Hop"), ("t2", "Hip-Hop"), ("t3", "hip hop"), ("t1", "hip hop")]
     rows += [("t1", "mood/theme---happy"), ("t2", "mood/theme---happy"), ("t4", "rock")]
     frame = pd.DataFrame(rows, columns=["track_id", "tag"]).assign(val=100.0)
-    write_tag_db(tmp_path / "raw.db", frame)
+    save_tag_rows(tmp_path / "raw.db", frame)
     params = CleaningParams(profile="passthrough", min_tracks=2)
     clean_database(tmp_path / "raw.db", tmp_path / "clean.db", params)
     with LastFm(tmp_path / "clean.db") as db:
@@ -423,3 +423,64 @@ def test_jamendo_split_folder_means_its_full_set_or_its_only_one(tmp_path):
         (folder / f"autotagging-{part}.tsv").touch()
     names = sorted(p.name for p in expand([folder]))
     assert names == ["autotagging-test.tsv", "autotagging-train.tsv", "autotagging-validation.tsv"]
+
+
+# -- the example corpus in MTG-Jamendo's shape and as a library, as `init --example` writes it --
+
+
+def laid_out(example_corpus: Path, tmp_path: Path, layout: str) -> tuple[Path, dict]:
+    """A workspace pointed at the example corpus laid out as `layout`, its labels imported."""
+    from orpheus.example.layouts import import_command, use_example, write_layout
+
+    folder = tmp_path / "example"
+    folder.mkdir()
+    truth = write_layout(example_corpus, folder, layout)
+    ws = new_workspace(tmp_path)
+    use_example(Workspace.open(ws), folder, truth)
+    w = Workspace.open(ws)
+    cfg = w.config
+    for section, values in TINY.items():  # the tiny model again, over the example's config
+        cfg[section].update(values)
+    w.save_config(cfg)
+    done = runner.invoke(app, ["-w", str(ws), *import_command(tmp_path, layout)])
+    assert done.exit_code == 0, done.output
+    return ws, truth
+
+
+@pytest.mark.slow
+def test_example_in_jamendo_shape_runs_the_pipeline_on_its_published_split(
+    example_corpus, tmp_path
+):
+    ws, truth = laid_out(example_corpus, tmp_path, "jamendo")
+    table = pd.read_parquet(ws / "data/labels.parquet")
+    tagged = {t["track_id"]: t for t in truth["tracks"] if t["tags"]}
+    assert sorted(table["track_id"]) == sorted(tagged)
+    assert Workspace.open(ws).entry("labels")["params"]["split_source"] == "dataset"
+    result = run_pipeline(ws)
+    assert any(t.startswith("mood/theme---") for t in result["per_tag"])
+    assert any(t.startswith("genre---") for t in result["per_tag"])
+    index = json.loads((ws / "tfrecords/log-mel/index.json").read_text())
+    got = {tid: s["split"] for s in index["shards"] for tid in s["tids"]}
+    assert got == {tid: tagged[tid]["split"] for tid in got}  # the split files', not the hash
+    assert set(got) == set(truth["expected"]["silence_keep"])  # silence drops what it planted
+
+
+@pytest.mark.slow
+def test_example_as_a_library_runs_the_pipeline_from_the_tags_in_its_files(
+    example_corpus, tmp_path
+):
+    ws, truth = laid_out(example_corpus, tmp_path, "library")
+    with sqlite3.connect(ws / "tags/labels.db") as con:
+        rows = con.execute(
+            "SELECT t.tid, g.tag FROM tid_tag r JOIN tids t ON t.rowid = r.tid"
+            " JOIN tags g ON g.rowid = r.tag"
+        ).fetchall()
+    got: dict[str, set] = {}
+    for tid, tag in rows:
+        got.setdefault(tid, set()).add(tag)
+    assert got == {t["track_id"]: set(t["tags"]) for t in truth["tracks"] if t["tags"]}
+    formats = {Path(p).suffix for p in pd.read_parquet(ws / "data/labels.parquet")["file_path"]}
+    assert formats == {".mp3", ".flac", ".ogg", ".m4a"}
+    result = run_pipeline(ws)
+    assert any(t.startswith("genre---") for t in result["per_tag"])
+    assert any(t.startswith("mood---") for t in result["per_tag"])

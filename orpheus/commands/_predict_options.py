@@ -350,7 +350,7 @@ def _render(records: list[dict], labels: list[str], opts: PredictOptions) -> lis
 
 def _emit(parts: list, output: Path | None) -> None:
     """Print to stdout, or write plain text atomically to `output`."""
-    from orpheus.workspace import write_atomic_via
+    from orpheus.io import write_atomic_via
 
     if output is None:
         for part in parts:

@@ -68,7 +68,7 @@ def import_(
             f"no track of {given[0]} has both audio and labels ({counts})",
             hint=f"check that the paths are relative to the audio root {root}",
         )
-    common.write_tag_db(ws.path(TAG_DB), imported.rows)
+    common.save_tag_rows(ws.path(TAG_DB), imported.rows)
     save_table(imported.tracks, ws.path(TABLE))
     _, split_source = splits.assign(imported.tracks, ws.config["model-training"]["split"])
     params = {"source": source, "paths": [str(p) for p in given], "audio_root": str(root)}

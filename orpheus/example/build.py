@@ -28,8 +28,8 @@ from orpheus.example.plan import (
     fill_expected,
     make_plan,
 )
-from orpheus.example.staging import staged
 from orpheus.example.tags import VAL_THRESHOLD
+from orpheus.io import staged_folder
 
 # What `init --example` sets so that a model trains on this small corpus in a few CPU minutes:
 # its 16 most popular clean tags less the decades (which leaves the styles and vocals: the
@@ -66,7 +66,7 @@ def build(
     dest = Path(dest)
     if tracks <= 0:
         raise OrpheusError(f"--tracks must be positive, got {tracks}")
-    with staged(dest) as tmp:
+    with staged_folder(dest) as tmp:
         truth = _build_into(tmp, tracks, seed, workers, progress)
     return truth
 

@@ -6,11 +6,12 @@ MSD's own text formats.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from orpheus.lastfm.db import write_tag_db
 
 # Field names, order and dtypes of the real MSD files (see reference TRAXLZU12903D05F94.h5).
 METADATA_SONGS = np.dtype(
@@ -135,20 +136,9 @@ def write_summary(
 def write_lastfm(
     path: Path, tids: list[str], tags: list[str], rows: Iterable[tuple[int, int, float]]
 ) -> None:
-    """Last.fm's schema: rowids of `tids` and `tags` are the numbers `tid_tag` refers to."""
-    con = sqlite3.connect(path)
-    try:
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute("CREATE TABLE tids (tid TEXT)")
-        con.execute("CREATE TABLE tags (tag TEXT)")
-        con.execute("CREATE TABLE tid_tag (tid INT, tag INT, val FLOAT)")
-        con.executemany("INSERT INTO tids (rowid, tid) VALUES (?, ?)", enumerate(tids, 1))
-        con.executemany("INSERT INTO tags (rowid, tag) VALUES (?, ?)", enumerate(tags, 1))
-        con.executemany("INSERT INTO tid_tag VALUES (?, ?, ?)", rows)
-        con.commit()
-    finally:
-        con.close()
+    """Last.fm's schema as downloaded (no indexes): rowids of `tids` and `tags` are the numbers
+    `tid_tag` refers to."""
+    write_tag_db(path, tids, tags, rows, indexes=False)
 
 
 def write_duplicates(path: Path, groups: list[tuple[str, list[str]]]) -> None:

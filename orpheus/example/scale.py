@@ -19,8 +19,8 @@ import numpy as np
 from orpheus.errors import OrpheusError
 from orpheus.example import metadata
 from orpheus.example.lists import tag_lists
-from orpheus.example.staging import staged
 from orpheus.example.tags import REJECTED_SPELLINGS, VARIANTS, VOCAL_VARIANTS
+from orpheus.io import staged_folder
 
 BLOCK = 20_000
 _ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", np.uint8)
@@ -39,7 +39,7 @@ def build_scale_corpus(
     dest = Path(dest)
     if min(tracks, lastfm_tracks, tags, rows) <= 0 or lastfm_tracks > tracks:
         raise OrpheusError("scale corpus sizes must be positive, with lastfm_tracks <= tracks")
-    with staged(dest) as tmp:
+    with staged_folder(dest) as tmp:
         rng = np.random.default_rng([seed, 5])
         t0 = time.perf_counter()
         track_ids = _ids(rng, b"TR", tracks)

@@ -2,7 +2,7 @@
 MagnaTagATune's `annotations_final.csv`, and the genre/mood/grouping tags already in the files.
 
 Every source ends as the same two artifacts, so the later stages never learn where labels
-came from: a tag database in the Last.fm schema (`orpheus.labels.common.write_tag_db`) and a
+came from: a tag database in the Last.fm schema (`orpheus.labels.common.save_tag_rows`) and a
 track table in the role `wrangle`'s output has on the MSD path (`track_id`, `file_path`
 relative to the audio root, `file_size`, and where known `artist` and the dataset's `split`).
 One module per source reads its format into a `Collector`, which checks paths and counts

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from orpheus.errors import OrpheusError
+from orpheus.lastfm import db
 from orpheus.paths import confined
-from orpheus.workspace import write_atomic
 
 MAX_VAL = 100.0  # Last.fm's maximum `val`: what a present binary label gets
 SPLITS = ("train", "valid", "test")
@@ -181,7 +180,7 @@ class Collector:
         return Imported(tracks, frame, self.skipped)
 
 
-def write_tag_db(path: Path, rows: pd.DataFrame) -> None:
+def save_tag_rows(path: Path, rows: pd.DataFrame) -> None:
     """Write (track_id, tag, val) rows as a tag db in the Last.fm schema, atomically.
 
     `tids(tid)` and `tags(tag)` are numbered from 1 in sorted order; `tid_tag` refers to them
@@ -189,36 +188,7 @@ def write_tag_db(path: Path, rows: pd.DataFrame) -> None:
     """
     tids, tid_code = np.unique(rows["track_id"].to_numpy(dtype=object), return_inverse=True)
     tags, tag_code = np.unique(rows["tag"].to_numpy(dtype=object), return_inverse=True)
-    con = sqlite3.connect(":memory:")
-    try:
-        con.executescript(
-            """
-            CREATE TABLE tids(tid TEXT);
-            CREATE TABLE tags(tag TEXT);
-            CREATE TABLE tid_tag(tid INTEGER, tag INTEGER, val FLOAT);
-            """
-        )
-        con.executemany("INSERT INTO tids(rowid, tid) VALUES (?, ?)", enumerate(tids, 1))
-        con.executemany("INSERT INTO tags(rowid, tag) VALUES (?, ?)", enumerate(tags, 1))
-        con.executemany(
-            "INSERT INTO tid_tag(tid, tag, val) VALUES (?, ?, ?)",
-            zip(
-                (tid_code + 1).tolist(),
-                (tag_code + 1).tolist(),
-                rows["val"].tolist(),
-                strict=True,
-            ),
-        )
-        con.executescript(
-            """
-            CREATE INDEX tid_tag_tid ON tid_tag(tid);
-            CREATE INDEX tid_tag_tag ON tid_tag(tag);
-            CREATE INDEX tids_tid ON tids(tid);
-            CREATE INDEX tags_tag ON tags(tag);
-            """
-        )
-        con.commit()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(path), con.serialize())
-    finally:
-        con.close()
+    numbered = zip(
+        (tid_code + 1).tolist(), (tag_code + 1).tolist(), rows["val"].tolist(), strict=True
+    )
+    db.write_tag_db(path, tids.tolist(), tags.tolist(), numbered)

@@ -32,10 +32,8 @@ tracks and only merges spellings that differ in case, spaces or punctuation, lea
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from orpheus.errors import OrpheusError
-from orpheus.lastfm.db import LastFm, count_distinct, name_codes, unique_sorted
+from orpheus.lastfm.db import LastFm, count_distinct, name_codes, unique_sorted, write_tag_db
 
 GENRE_LIST = "non_genre_list_filtered.txt"
 VOCAL_TAGS = ("rap", "instrumental", "male", "female")
@@ -56,7 +54,6 @@ DEFAULT_DROP = ("2000", "00", "90", "80", "70", "60")
 INDICATOR = "-"
 LASTFM_PROFILE, PASSTHROUGH_PROFILE = "lastfm", "passthrough"
 PROFILES = (LASTFM_PROFILE, PASSTHROUGH_PROFILE)
-PASSTHROUGH_MIN_TRACKS = 10  # a tag with fewer positives can hardly be learnt or scored
 AUDIT_COLUMNS = ("raw_tag", "clean_tag", "rule", "source", "via", "tracks")
 
 # -- tag lists -----------------------------------------------------------------------------
@@ -653,57 +650,35 @@ def _write(
     audit: pd.DataFrame,
     meta: dict[str, object],
 ) -> None:
-    """Write every table into a temp file beside `dest`, then rename it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        con = sqlite3.connect(tmp)
-        try:
-            con.execute("PRAGMA journal_mode=OFF")
-            con.execute("PRAGMA synchronous=OFF")
-            con.executescript(
-                """
-                CREATE TABLE tids(tid TEXT);
-                CREATE TABLE tags(tag TEXT);
-                CREATE TABLE tid_tag(tid INTEGER, tag INTEGER, val FLOAT);
-                CREATE TABLE audit(raw_tag TEXT, clean_tag TEXT, rule TEXT, source TEXT,
-                                   via TEXT, tracks INTEGER);
-                CREATE TABLE cleaning(key TEXT PRIMARY KEY, value TEXT);
-                """
-            )
-            con.executemany("INSERT INTO tags(rowid, tag) VALUES (?, ?)", enumerate(tags, 1))
-            con.executemany("INSERT INTO tids(rowid, tid) VALUES (?, ?)", enumerate(tids, 1))
-            a, b, v = rows
-            con.executemany(
-                "INSERT INTO tid_tag(tid, tag, val) VALUES (?, ?, ?)",
-                zip(a.tolist(), b.tolist(), v.tolist(), strict=True),
-            )
-            con.executemany(
-                f"INSERT INTO audit({', '.join(AUDIT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
-                audit.itertuples(index=False, name=None),
-            )
-            con.executemany(
-                "INSERT INTO cleaning(key, value) VALUES (?, ?)",
-                ((k, json.dumps(v)) for k, v in meta.items()),
-            )
-            con.executescript(
-                """
-                CREATE INDEX tid_tag_tid ON tid_tag(tid);
-                CREATE INDEX tid_tag_tag ON tid_tag(tag);
-                CREATE INDEX tids_tid ON tids(tid);
-                CREATE INDEX tags_tag ON tags(tag);
-                CREATE INDEX audit_raw ON audit(raw_tag);
-                CREATE INDEX audit_clean ON audit(clean_tag);
-                """
-            )
-            con.commit()
-        finally:
-            con.close()
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the clean db: the Last.fm schema plus the audit and the cleaning's parameters."""
+
+    def audit_tables(con: sqlite3.Connection) -> None:
+        con.executescript(
+            """
+            CREATE TABLE audit(raw_tag TEXT, clean_tag TEXT, rule TEXT, source TEXT,
+                               via TEXT, tracks INTEGER);
+            CREATE TABLE cleaning(key TEXT PRIMARY KEY, value TEXT);
+            """
+        )
+        con.executemany(
+            f"INSERT INTO audit({', '.join(AUDIT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)",
+            audit.itertuples(index=False, name=None),
+        )
+        con.executemany(
+            "INSERT INTO cleaning(key, value) VALUES (?, ?)",
+            ((k, json.dumps(v)) for k, v in meta.items()),
+        )
+        con.executescript(
+            """
+            CREATE INDEX audit_raw ON audit(raw_tag);
+            CREATE INDEX audit_clean ON audit(clean_tag);
+            """
+        )
+
+    a, b, v = rows
+    write_tag_db(
+        dest, tids, tags, zip(a.tolist(), b.tolist(), v.tolist(), strict=True), extra=audit_tables
+    )
 
 
 # -- explain ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Read-only queries over a Last.fm tag database (the MSD Last.fm SQLite, or a clean one).
+"""Last.fm tag databases (the MSD Last.fm SQLite, or a clean one): read-only queries, and the
+one writer of the schema (`write_tag_db`: `tags clean`, `labels import`, the example corpus).
 
 Both share one schema: `tids(tid TEXT)`, `tags(tag TEXT)`, `tid_tag(tid INT, tag INT, val FLOAT)`,
 where `tid_tag.tid` / `tid_tag.tag` are rowids into the other two tables (seed-inventory §3.1).
@@ -10,13 +11,14 @@ Bulk reads come back as NumPy arrays: that is what keeps Last.fm scale (8.6M row
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from orpheus.errors import OrpheusError
+from orpheus.io import atomic_path
 
 SCHEMA: dict[str, tuple[str, ...]] = {
     "tids": ("tid",),
@@ -25,6 +27,51 @@ SCHEMA: dict[str, tuple[str, ...]] = {
 }
 
 _CHUNK = 1_000_000
+_CREATE = """
+CREATE TABLE tids(tid TEXT);
+CREATE TABLE tags(tag TEXT);
+CREATE TABLE tid_tag(tid INT, tag INT, val FLOAT);  -- as in the MSD file
+"""
+_INDEXES = """
+CREATE INDEX tid_tag_tid ON tid_tag(tid);
+CREATE INDEX tid_tag_tag ON tid_tag(tag);
+CREATE INDEX tids_tid ON tids(tid);
+CREATE INDEX tags_tag ON tags(tag);
+"""
+
+
+def write_tag_db(
+    path: str | Path,
+    tids: Sequence[str],
+    tags: Sequence[str],
+    rows: Iterable[tuple[int, int, float]],
+    *,
+    extra: Callable[[sqlite3.Connection], None] | None = None,
+    indexes: bool = True,
+) -> None:
+    """Write a tag database in the Last.fm schema, atomically (`orpheus.io`).
+
+    `rows` are (track number, tag number, val), the numbers being the 1-based rowids of `tids`
+    and `tags` as in the MSD's `lastfm_tags.db`; an iterable, so millions of rows stream.
+    `extra(con)` adds tables of its own (the clean db's audit) before the indexes are built.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("PRAGMA journal_mode=OFF")
+            con.execute("PRAGMA synchronous=OFF")
+            con.executescript(_CREATE)
+            con.executemany("INSERT INTO tids(rowid, tid) VALUES (?, ?)", enumerate(tids, 1))
+            con.executemany("INSERT INTO tags(rowid, tag) VALUES (?, ?)", enumerate(tags, 1))
+            con.executemany("INSERT INTO tid_tag(tid, tag, val) VALUES (?, ?, ?)", rows)
+            if extra is not None:
+                extra(con)
+            if indexes:
+                con.executescript(_INDEXES)
+            con.commit()
+        finally:
+            con.close()
 
 
 class LastFm:
