@@ -5,8 +5,9 @@ sample rate and mel parameters, the window length in steps, whether each window 
 mean and unit variance (Orpheus's runs) or fed as it is (musicnn, which normalises with its own
 input BatchNorm), and where windows go over a song ("even": evenly spaced over the whole track,
 the last one ending with it; "musicnn": musicnn's extractor's non-overlapping patches from the
-start, the tail dropped). A run records its recipe when it is created, from the TFRecords it
-trains on, so inference never re-derives it from the workspace config.
+start, the tail dropped, over its log-mel's zero-padded edges, `zero_padded_edges`). A run
+records its recipe when it is created, from the TFRecords it trains on, so inference never
+re-derives it from the workspace config.
 
 Conversions (16 kHz, hop 256):
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from orpheus import audio
 from orpheus.audio import DEFAULT_SR, LogMelParams
 from orpheus.errors import OrpheusError
 
@@ -187,6 +189,48 @@ def musicnn_starts(n: int, length: int, hop: int | None = None) -> np.ndarray:
     [0]
     """
     return np.arange(0, max(n - length + 1, 1), hop or length, dtype=np.int64)
+
+
+def zero_padded_edges(
+    feats: np.ndarray, head: np.ndarray, tail: np.ndarray, samples: int, mel: LogMelParams
+) -> np.ndarray:
+    """`audio.log_mel` frames of a signal of `samples` samples with the frames that reach past
+    either end recomputed over zeros there instead of the signal's reflection.
+
+    musicnn was trained on reflected edges (librosa < 0.10, and `audio.log_mel`), but its
+    extractor installed today runs librosa >= 0.10, whose STFT pads with zeros: its first patch's
+    first frame differs, which moves a 5-12 s clip's mean taggram by up to ~6e-3 (measured).
+    `head` and `tail` are the signal's first and last `mel.n_fft` samples (or all of it).
+
+    >>> y = np.sin(np.arange(1000, dtype=np.float32))
+    >>> fixed = zero_padded_edges(audio.log_mel(y), y[:512], y[-512:], 1000, LogMelParams())
+    >>> plain = audio.log_mel(y)
+    >>> bool((fixed[1:-1] == plain[1:-1]).all()), bool(fixed[0, 0] < plain[0, 0])
+    (True, True)
+    """
+    half, hop = mel.n_fft // 2, mel.hop_length
+    head, tail = np.asarray(head, np.float32), np.asarray(tail, np.float32)
+    out = np.array(feats, dtype=np.float32, copy=True)
+    first_inside, last_inside = -(-half // hop), (samples - half) // hop
+    for t in sorted(
+        {*range(min(first_inside, len(out))), *range(max(last_inside + 1, 0), len(out))}
+    ):
+        lo = t * hop - half  # the frame covers samples lo .. lo + n_fft
+        segment = np.zeros(mel.n_fft, np.float32)
+        for part, offset in ((head, 0), (tail, samples - len(tail))):
+            a, b = max(lo, offset), min(lo + mel.n_fft, offset + len(part))
+            if a < b:
+                segment[a - lo : b - lo] = part[a - offset : b - offset]
+        out[t] = _frame_log_mel(segment, mel)
+    return out
+
+
+def _frame_log_mel(segment: np.ndarray, mel: LogMelParams) -> np.ndarray:
+    """The log-mel of one `n_fft`-sample frame, through `audio.log_mel`: frame k of a signal
+    preceded by k * hop - n_fft / 2 zeros covers exactly `segment`."""
+    k = -(-(mel.n_fft // 2) // mel.hop_length)
+    lead = np.zeros(k * mel.hop_length - mel.n_fft // 2, np.float32)
+    return audio.log_mel(np.concatenate([lead, segment]), mel)[k]
 
 
 def fill(x: np.ndarray, length: int) -> np.ndarray:

@@ -4,10 +4,12 @@ A Tagger holds a model and its feature recipe (`orpheus.features.Recipe`: front 
 rate, mel parameters, window length, normalisation, placement). A song is cut into the recipe's
 windows (`Recipe.windows`): by default evenly spaced over the whole track, the windows song-level
 evaluation uses; with `windows="musicnn"`, musicnn's extractor's non-overlapping patches from the
-start, the tail dropped, so a user migrating from musicnn gets its taggram. A clip shorter than one
-window is repeated to fill it. The windows go through the model in batches, and the result is a
-taggram (one row of probabilities per window), its mean over windows (the song-level prediction),
-and optionally the penultimate-layer embedding of every window (the input of the `output` layer).
+start, the tail dropped, over log-mels whose edge frames are zero-padded as the extractor's
+librosa (>= 0.10) pads them, so a user migrating from musicnn gets its taggram (within 1e-4). A
+clip shorter than one window is repeated to fill it. The windows go through the model in batches,
+and the result is a taggram (one row of probabilities per window), its mean over windows (the
+song-level prediction), and optionally the penultimate-layer embedding of every window (the input
+of the `output` layer).
 
 Silence and very short audio: a window quieter than `silence_db` (`audio.audible_windows`)
 is left out of the mean, and a song whose windows are all silent gets no probabilities (note
@@ -44,7 +46,7 @@ from threadpoolctl import threadpool_limits
 from orpheus import audio, pretrained
 from orpheus.audio import LogMelParams
 from orpheus.errors import OrpheusError
-from orpheus.features import LOG_MEL, WAVEFORM, Recipe
+from orpheus.features import LOG_MEL, MUSICNN, WAVEFORM, Recipe, zero_padded_edges
 
 if TYPE_CHECKING:
     import keras
@@ -200,10 +202,18 @@ class Tagger:
     def window_seconds(self) -> float:
         return self.recipe.window_seconds
 
-    def features(self, y: np.ndarray) -> np.ndarray:
-        """Whole-track model input from mono audio at `self.sample_rate`."""
+    def features(self, y: np.ndarray, placement: str | None = None) -> np.ndarray:
+        """Whole-track model input from mono audio at `self.sample_rate`; with musicnn's
+        placement, log-mel edges as musicnn's extractor computes them (zero-padded)."""
         y = np.asarray(y, dtype=np.float32)
-        return audio.log_mel(y, self.recipe.mel) if self.recipe.frontend == LOG_MEL else y
+        recipe = self.recipe.with_placement(placement)
+        if recipe.frontend != LOG_MEL:
+            return y
+        feats = audio.log_mel(y, recipe.mel)
+        if recipe.placement == MUSICNN:
+            n_fft = recipe.mel.n_fft
+            feats = zero_padded_edges(feats, y[:n_fft], y[-n_fft:], len(y), recipe.mel)
+        return feats
 
     def windows(
         self, feats: np.ndarray, hop: float | None = None, placement: str | None = None
@@ -283,7 +293,7 @@ class Tagger:
         self, y: np.ndarray, hop: float | None, silence_db: float, placement: str | None = None
     ) -> _Prepared:
         """Windows of mono audio at the model's rate, the silent ones left out."""
-        wins, starts = self.windows(self.features(y), hop, placement)
+        wins, starts = self.windows(self.features(y, placement), hop, placement)
         keep = audio.audible_windows(y, self.sample_rate, starts, self.window_seconds, silence_db)
         duration = len(y) / self.sample_rate
         note = "silent" if not keep.any() else "short" if duration < self.window_seconds else None
