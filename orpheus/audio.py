@@ -17,8 +17,9 @@ own preprocessing (`tools/musicnn_logmel_reference.py`).
 
 from __future__ import annotations
 
+import functools
 import os
-import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,11 +72,24 @@ class AudioError(OrpheusError):
         return AudioError, (self.path, self.reason)
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file at its native rate: float32 array of shape (frames, channels), and the rate.
+BLOCK_FRAMES = 1 << 18  # native-rate frames per decoded block: ~6 s (2 MB in stereo) at 44.1 kHz
 
-    libsndfile first; a file it cannot open goes to PyAV, whose first audio stream is decoded (so
-    a video .mp4 is tagged from its sound).
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a whole file at its native rate: float32 (frames, channels), and the rate."""
+    blocks = list(stream_audio(path))
+    return np.concatenate([block for block, _ in blocks]), blocks[0][1]
+
+
+def stream_audio(
+    path: str | Path, block_frames: int = BLOCK_FRAMES
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode a file block by block at its native rate: (float32 (frames, channels), rate).
+
+    The one decoder: libsndfile first; a file it cannot open (or whose first block it cannot
+    read) goes to PyAV, whose first audio stream is decoded (so a video .mp4 is tagged from its
+    sound). A damaged tail ends the stream with what came before it. Raises `AudioError`, on
+    iteration, for a file with no audio at all.
     """
     import soundfile as sf
 
@@ -83,17 +97,28 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioError(path, "no such file")
     if Path(path).stat().st_size == 0:
         raise AudioError(path, "empty file")
+    errors = (sf.LibsndfileError, RuntimeError, ValueError, OSError)
+    yielded = False
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-        data, sr = _read_with_av(path, _short_reason(exc))
-    if data.shape[0] == 0:
+        with sf.SoundFile(str(path)) as f:
+            for block in f.blocks(block_frames, dtype="float32", always_2d=True):
+                if len(block):
+                    yielded = True
+                    yield block, int(f.samplerate)
+    except errors as exc:
+        if not yielded:  # else a damaged tail: keep what came before it
+            yield from _stream_av(path, _short_reason(exc), block_frames)
+        return
+    if not yielded:
         raise AudioError(path, "no audio frames")
-    return data, int(sr)
 
 
-def _read_with_av(path: str | Path, sndfile_reason: str) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream with FFmpeg; `sndfile_reason` is the reason if it cannot."""
+def _stream_av(path: str | Path, sndfile_reason: str, block_frames: int):
+    """Decode the first audio stream with FFmpeg, its ~1,000-sample frames gathered into blocks
+    of about `block_frames` (so the per-block work stays cheap); `sndfile_reason` is the reason
+    if FFmpeg cannot read the file either. A change of rate or channels mid-stream (a recorded
+    broadcast) ends the stream there: what follows would be mistimed.
+    """
     import av
 
     try:
@@ -106,18 +131,26 @@ def _read_with_av(path: str | Path, sndfile_reason: str) -> tuple[np.ndarray, in
         stream = container.streams.audio[0]
         if (stream.codec_context.codec_tag or "").strip().lower() in PROTECTED_CODECS:
             raise AudioError(path, "protected")
-        blocks, rate = [], stream.codec_context.sample_rate
+        pending: list[np.ndarray] = []
+        layout, size, yielded = None, 0, False
         try:
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    blocks.append(_frame_samples(frame))
-                    rate = frame.sample_rate
+            for frame in container.decode(stream):
+                samples = _frame_samples(frame)
+                if layout not in (None, (frame.sample_rate, len(samples))):
+                    break
+                layout = (frame.sample_rate, len(samples))
+                pending.append(samples)
+                size += samples.shape[1]
+                if size >= block_frames:
+                    yield np.concatenate(pending, axis=1).T, layout[0]
+                    pending, size, yielded = [], 0, True
         except (av.error.FFmpegError, ValueError) as exc:
-            if not blocks:  # a damaged tail keeps what came before it, as libsndfile does
+            if not (pending or yielded):  # a damaged tail keeps what came before it
                 raise AudioError(path, _short_reason(exc)) from None
-    if not blocks or not rate:  # FFmpeg guessed a format but found nothing in it
+    if pending and layout[0]:
+        yield np.concatenate(pending, axis=1).T, layout[0]
+    elif not yielded:  # FFmpeg guessed a format but found nothing in it
         raise AudioError(path, sndfile_reason)
-    return np.concatenate(blocks, axis=1).T, int(rate)
 
 
 def _frame_samples(frame) -> np.ndarray:
@@ -191,16 +224,83 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
+def mono_blocks(
+    path: str | Path, sr: int | None = DEFAULT_SR, block_frames: int = BLOCK_FRAMES
+) -> Iterator[np.ndarray]:
+    """A file as mono float32 at `sr` (None: its own rate), block by block as it decodes.
+
+    The resampler is soxr's stream (`soxr.ResampleStream`, HQ), which carries its filter state
+    between blocks: its output equals `soxr.resample` of the whole signal bit for bit.
+    """
+    resampler = None
+    for block, rate in stream_audio(path, block_frames):
+        y = to_mono(block)
+        if sr is None or rate == sr:
+            yield y
+            continue
+        if resampler is None:
+            import soxr
+
+            resampler = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+        yield resampler.resample_chunk(y)
+    if resampler is not None:
+        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
 def load(path: str | Path, sr: int | None = DEFAULT_SR) -> np.ndarray:
     """Decode, mix to mono and resample to `sr` (None keeps the native rate)."""
-    data, native = read_audio(path)
-    y = to_mono(data)
-    return y if sr is None else resample(y, native, sr)
+    return np.concatenate(list(mono_blocks(path, sr)))
 
 
 SILENCE_DB = -60.0  # a window quieter than this (RMS, dBFS) is silence
 MIN_SECONDS = 1.0  # a file shorter than this is too short to tag
 LOUDNESS_BLOCK = 256  # samples per energy block: the log-mel hop at 16 kHz
+FFT_FRAMES = 2048  # frames per FFT call: ~4 MB of float32 input at n_fft 512
+
+
+class Loudness:
+    """Energy (sum of squares, float64) per `block` samples of a signal that arrives in pieces:
+    all the silence rule needs, so it never needs the audio itself."""
+
+    def __init__(self, block: int = LOUDNESS_BLOCK):
+        self.block = block
+        self.samples = 0
+        self._parts: list[np.ndarray] = []
+        self._rest = np.zeros(0, np.float32)
+
+    def push(self, y: np.ndarray) -> None:
+        self.samples += len(y)
+        y = np.concatenate([self._rest, y]) if len(self._rest) else np.asarray(y, np.float32)
+        whole = len(y) // self.block * self.block
+        blocks = y[:whole].reshape(-1, self.block)
+        self._parts.append(np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64))
+        self._rest = y[whole:].copy()
+
+    def energy(self) -> np.ndarray:
+        """Energy per block, the last block partial if the signal does not fill it."""
+        rest = [np.array([np.dot(self._rest.astype(np.float64), self._rest)])]
+        return np.concatenate(self._parts + (rest if len(self._rest) else []))
+
+    def window_rms_db(self, sr: int, starts: np.ndarray, seconds: float) -> np.ndarray:
+        """RMS level in dBFS under each window of `seconds` starting at `starts` (seconds).
+
+        Windows are widened to whole blocks; a window past a short clip's end (the model sees
+        the clip repeated) measures the clip itself.
+        """
+        block, energy = self.block, self.energy()
+        cumulative = np.concatenate([[0.0], np.cumsum(energy)])
+        first = np.clip(np.floor(np.asarray(starts) * sr / block).astype(int), 0, len(energy) - 1)
+        ends = np.ceil((np.asarray(starts) + seconds) * sr / block).astype(int)
+        last = np.clip(ends, first + 1, len(energy))
+        samples = np.minimum(last * block, self.samples) - first * block
+        mean_square = (cumulative[last] - cumulative[first]) / samples
+        return 10.0 * np.log10(np.maximum(mean_square, 1e-20))
+
+    def audible(
+        self, sr: int, starts: np.ndarray, seconds: float, silence_db: float = SILENCE_DB
+    ) -> np.ndarray:
+        """The window rule, in one place: True for each window at or above the silence floor."""
+        return self.window_rms_db(sr, starts, seconds) >= silence_db
 
 
 def window_rms_db(
@@ -210,23 +310,12 @@ def window_rms_db(
 
     The window rule of song-level tagging: a window below a floor (`SILENCE_DB`) is left out of
     the song's mean, because a model asked about silence still answers confidently. Computed on
-    blocks of `block` samples (windows are widened to whole blocks), so it costs one pass over
-    the audio whatever the number of windows. A window past a short clip's end (the model sees
-    the clip repeated) measures the clip itself.
+    blocks of `block` samples (`Loudness`), so it costs one pass over the audio whatever the
+    number of windows, and a streamed file needs no whole-file audio for it.
     """
-    y = np.asarray(y, dtype=np.float32)
-    whole = len(y) // block * block
-    blocks = y[:whole].reshape(-1, block)
-    energy = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64)
-    if whole < len(y):
-        energy = np.append(energy, np.dot(y[whole:].astype(np.float64), y[whole:]))
-    cumulative = np.concatenate([[0.0], np.cumsum(energy)])
-    first = np.clip(np.floor(np.asarray(starts) * sr / block).astype(int), 0, len(energy) - 1)
-    ends = np.ceil((np.asarray(starts) + seconds) * sr / block).astype(int)
-    last = np.clip(ends, first + 1, len(energy))
-    samples = np.minimum(last * block, len(y)) - first * block
-    mean_square = (cumulative[last] - cumulative[first]) / samples
-    return 10.0 * np.log10(np.maximum(mean_square, 1e-20))
+    loudness = Loudness(block)
+    loudness.push(np.asarray(y, dtype=np.float32))
+    return loudness.window_rms_db(sr, starts, seconds)
 
 
 def audible_windows(
@@ -237,21 +326,131 @@ def audible_windows(
 
 
 def log_mel(y: np.ndarray, params: LogMelParams = LogMelParams()) -> np.ndarray:
-    """Log-compressed mel spectrogram, float32, shape (frames, n_mels)."""
+    """Log-compressed mel spectrogram, float32, shape (frames, n_mels): `LogMelStream` fed the
+    whole signal at once."""
+    stream = LogMelStream(params)
+    return np.concatenate([stream.push(y), stream.finish()])
+
+
+class LogMelStream:
+    """The log-mel of a signal that arrives in pieces, frame for frame that of the whole.
+
+    Frames are centred (frame t covers samples t*hop - n_fft/2 .. t*hop + n_fft/2) and the
+    signal is reflected at both ends, as librosa's `melspectrogram(center=True,
+    pad_mode="reflect")` does: the head's reflection is added once the first n_fft samples are
+    in, the tail's at `finish`, and between pieces the samples of frames not yet complete are
+    carried over. A piece yields the frames it completes, holding back a little over one FFT
+    so the tail can still be reflected. The FFT runs in float64 (scipy.fft; the mel product in
+    float32): within 1e-6 of librosa's float64 `melspectrogram` of the reflect-padded signal
+    (tests/test_streaming.py), exactly what musicnn's librosa 0.8.1 computed (librosa 0.11 pads
+    the last frames of a short signal by separate code, up to 1e-4 away on faint bins).
+
+    >>> s = LogMelStream(LogMelParams())
+    >>> [len(s.push(np.zeros(8000, np.float32))) for _ in range(4)] + [len(s.finish())]
+    [29, 31, 31, 32, 3]
+    >>> len(log_mel(np.zeros(32000, np.float32)))   # 1 + 32000 // 256
+    126
+    """
+
+    def __init__(self, params: LogMelParams = LogMelParams()):
+        self.params = params
+        self._basis, self._window = _mel_basis(params)
+        self._buffer = np.zeros(0, np.float32)  # unpadded until started, then the padded signal
+        self._started = False
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        """The frames completed by `y` (the next samples), shape (frames, n_mels)."""
+        n_fft, hop = self.params.n_fft, self.params.hop_length
+        self._buffer = np.concatenate([self._buffer, np.asarray(y, dtype=np.float32)])
+        if not self._started:
+            if len(self._buffer) <= n_fft:
+                return self._frames(0)
+            head = self._buffer[n_fft // 2 : 0 : -1]  # np.pad's "reflect": the edge not repeated
+            self._buffer = np.concatenate([head, self._buffer])
+            self._started = True
+        return self._frames(max(0, (len(self._buffer) - 2 * n_fft) // hop + 1))
+
+    def finish(self) -> np.ndarray:
+        """The remaining frames, the tail reflected."""
+        pad = self.params.n_fft // 2
+        if not self._started:  # shorter than one FFT: np.pad reflects as often as it must
+            if not len(self._buffer):
+                return self._frames(0)
+            self._buffer = np.pad(self._buffer, pad, mode="reflect")
+        else:
+            self._buffer = np.concatenate([self._buffer, self._buffer[-2 : -pad - 2 : -1]])
+        frames = self._frames((len(self._buffer) - self.params.n_fft) // self.params.hop_length + 1)
+        self._buffer, self._started = np.zeros(0, np.float32), False
+        return frames
+
+    def _frames(self, count: int) -> np.ndarray:
+        """Log-mel of the first `count` frames of the buffer, which then drops their hops."""
+        import scipy.fft
+
+        n_fft, hop = self.params.n_fft, self.params.hop_length
+        if count <= 0:
+            return np.zeros((0, self.params.n_mels), np.float32)
+        span = self._buffer[: (count - 1) * hop + n_fft]
+        frames = np.lib.stride_tricks.sliding_window_view(span, n_fft)[::hop]
+        out = np.empty((count, self.params.n_mels), np.float32)
+        for i in range(0, count, FFT_FRAMES):  # bounded temporaries, however long the piece
+            spectrum = scipy.fft.rfft(frames[i : i + FFT_FRAMES] * self._window, axis=-1)
+            power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+            out[i : i + FFT_FRAMES] = power @ self._basis
+        self._buffer = self._buffer[count * hop :].copy()
+        return np.log10(np.float32(10000.0) * out + np.float32(1.0), out=out)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(params: LogMelParams) -> tuple[np.ndarray, np.ndarray]:
+    """(Slaney mel filterbank transposed, (n_fft/2 + 1, n_mels), float32; periodic Hann window,
+    float64): librosa's `melspectrogram` defaults."""
     import librosa
 
-    with warnings.catch_warnings():
-        # Clips shorter than one FFT frame are expected (callers repeat-pad the features).
-        warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
-        mel = librosa.feature.melspectrogram(
-            y=np.asarray(y, dtype=np.float32),
-            sr=params.sample_rate,
-            n_fft=params.n_fft,
-            hop_length=params.hop_length,
-            n_mels=params.n_mels,
-            pad_mode="reflect",
-        )
-    return np.log10(10000.0 * mel.T.astype(np.float32) + 1.0)
+    basis = librosa.filters.mel(sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels)
+    window = librosa.filters.get_window("hann", params.n_fft, fftbins=True)
+    return np.ascontiguousarray(basis.T, np.float32), window
+
+
+@dataclass
+class Track:
+    """A file (or array) reduced, as its audio arrived, to what tagging needs: the features of
+    the whole track and the loudness of every block, never its decoded audio, except that a
+    waveform model's features are the samples themselves (float32 at the model's rate)."""
+
+    features: np.ndarray  # (frames, n_mels) log-mel, or (samples,) for a waveform model
+    loudness: Loudness
+    sample_rate: int
+
+    @property
+    def samples(self) -> int:
+        return self.loudness.samples
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+
+def reduce_track(
+    blocks: Iterable[np.ndarray], mel: LogMelParams, *, waveform: bool = False
+) -> Track:
+    """Mono blocks at `mel.sample_rate` in, a `Track` out: the log-mel (`LogMelStream`) or the
+    samples, and the loudness, computed block by block, so memory grows by the features only
+    (the log-mel of an hour: ~90 MB)."""
+    stream = None if waveform else LogMelStream(mel)
+    loudness = Loudness()
+    parts = [np.zeros((0,) if waveform else (0, mel.n_mels), np.float32)]
+    for y in blocks:
+        loudness.push(y)
+        parts.append(y if stream is None else stream.push(y))
+    if stream is not None:
+        parts.append(stream.finish())
+    return Track(np.concatenate(parts), loudness, mel.sample_rate)
+
+
+def decode_track(path: str | Path, mel: LogMelParams, *, waveform: bool = False) -> Track:
+    """Decode a file in blocks straight into a `Track` at `mel.sample_rate` (`mono_blocks`)."""
+    return reduce_track(mono_blocks(path, mel.sample_rate), mel, waveform=waveform)
 
 
 def _short_reason(exc: BaseException) -> str:
