@@ -55,6 +55,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any]]] = {
         "lists": (OPT_STR, None),
         "combine": (list, []),
         "drop": (list, []),
+        "min_tracks": (int, 10),  # passthrough: fewer positives can hardly be learnt or scored
     },
     "model": {
         "n_dense_units": (int, 500),
@@ -110,6 +111,7 @@ POSITIVE = {
     ("silence", "checkpoint_seconds"),
     ("scan", "checkpoint_files"),
     ("scan", "checkpoint_seconds"),
+    ("tags-cleaning", "min_tracks"),
     ("model", "n_dense_units"),
     ("model", "n_filters"),
     ("model", "n_backend_filters"),
@@ -286,6 +288,7 @@ class TagsCleaningSettings:
     lists: str | None
     combine: list
     drop: list
+    min_tracks: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -484,3 +484,17 @@ def test_example_as_a_library_runs_the_pipeline_from_the_tags_in_its_files(
     result = run_pipeline(ws)
     assert any(t.startswith("genre---") for t in result["per_tag"])
     assert any(t.startswith("mood---") for t in result["per_tag"])
+
+
+def test_tags_clean_takes_its_minimum_track_count_from_the_config(lib):
+    ws, root = lib
+    rows = "path,tags\na.mp3,rock;jazz\nb.mp3,rock;jazz\nc.mp3,rock\n"
+    assert import_csv(ws, root, rows.encode()).exit_code == 0
+    assert orpheus(ws, "config", "set", "tags-cleaning.min_tracks", "3").exit_code == 0
+    assert orpheus(ws, "tags", "clean").exit_code == 0
+    entry = Workspace.open(ws).entry("clean-tags")
+    assert entry["params"]["min_tracks"] == 3 and entry["summary"]["clean_tags"] == 1  # rock
+    assert orpheus(ws, "tags", "clean", "--min-tracks", "2").exit_code == 0  # the flag wins
+    assert Workspace.open(ws).entry("clean-tags")["summary"]["clean_tags"] == 2
+    bad = orpheus(ws, "config", "set", "tags-cleaning.min_tracks", "0")
+    assert bad.exit_code == 2 and "must be > 0" in bad.stderr

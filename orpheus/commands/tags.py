@@ -142,7 +142,8 @@ def clean(
         ),
     ] = None,
     min_tracks: Annotated[
-        int | None, typer.Option(help="passthrough: tracks a tag needs (default 10).")
+        int | None,
+        typer.Option(help="passthrough: tracks a tag needs (default: tags-cleaning.min_tracks)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -153,7 +154,6 @@ def clean(
     """
     from orpheus.lastfm.cleaning import (
         LASTFM_PROFILE,
-        PASSTHROUGH_MIN_TRACKS,
         PASSTHROUGH_PROFILE,
         CleaningParams,
         clean_database,
@@ -179,7 +179,7 @@ def clean(
         combine=tuple(_group(g) for g in groups),
         drop=tuple(drop if drop else cfg.get("drop") or []),
         profile=profile,
-        min_tracks=(min_tracks or PASSTHROUGH_MIN_TRACKS) if passthrough else 1,
+        min_tracks=(min_tracks or ws.settings.tags_cleaning.min_tracks) if passthrough else 1,
     )
     tag_lists = None if passthrough else load_lists(lists_dir)
     dest = ws.path(CLEAN_DB)
