@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -315,3 +316,157 @@ def test_scale_corpus_small(tmp_path: Path) -> None:
     assert pop[0] == "rock"
     used = con.execute("SELECT count(DISTINCT tid) FROM tid_tag").fetchone()[0]
     assert used == 10_100
+
+
+# -- the same music in MTG-Jamendo's shape and as a music library ---------------------------
+
+
+@pytest.fixture(scope="module")
+def jamendo(example_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from orpheus.example.layouts import write_layout
+
+    root = tmp_path_factory.mktemp("jamendo")
+    write_layout(example_corpus, root, "jamendo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def library(example_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from orpheus.example.layouts import write_layout
+
+    root = tmp_path_factory.mktemp("library")
+    write_layout(example_corpus, root, "library")
+    return root
+
+
+def read_tsv(path: Path) -> list[list[str]]:
+    data = path.read_bytes()
+    lines = data.split(b"\r\n")
+    assert lines[-1] == b"" and b"\n" not in data.replace(b"\r\n", b"")  # CRLF, as published
+    return [line.decode("utf-8").split("\t") for line in lines[:-1]]
+
+
+def test_jamendo_layout_has_the_published_files_format_and_artist_split(
+    jamendo: Path, example_corpus: Path
+) -> None:
+    rows = read_tsv(jamendo / "data/autotagging.tsv")
+    assert rows[0] == ["TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS"]
+    body = rows[1:]
+    assert len(body) >= 20
+    for tid, artist, album, rel, seconds, *tags in body:
+        number = int(re.fullmatch(r"track_(\d{7})", tid).group(1))
+        assert rel == f"{number % 100:02d}/{number}.mp3"  # NN/ID.mp3, NN its last two digits
+        assert re.fullmatch(r"artist_\d{6}", artist) and re.fullmatch(r"album_\d{6}", album)
+        assert 5.0 < float(seconds) < 31.0
+        assert tags and all(
+            re.fullmatch(r"(genre|mood/theme|instrument)---[a-z]+", t) for t in tags
+        )
+        assert sum(t.startswith("genre---") for t in tags) == 1
+    by_split = {}
+    for name in ("train", "validation", "test"):
+        part = read_tsv(jamendo / f"data/splits/split-0/autotagging-{name}.tsv")
+        assert part[0] == rows[0]
+        by_split[name] = part[1:]
+    assert sorted(r for p in by_split.values() for r in p) == sorted(body)  # a partition
+    artists = {name: {r[1] for r in part} for name, part in by_split.items()}
+    assert not (artists["train"] & artists["test"]) and not (
+        artists["train"] & artists["validation"]
+    )
+    assert not (artists["validation"] & artists["test"])
+    assert by_split["test"] and by_split["validation"]
+    # the audio is the corpus's, byte for byte: a file of the MSD layout with the same content
+    sources = {
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (example_corpus / "7digital").rglob("*.clip.mp3")
+    }
+    for row in body[:5]:
+        assert hashlib.sha256((jamendo / "audio" / row[3]).read_bytes()).hexdigest() in sources
+
+
+def test_jamendo_truth_matches_its_files(jamendo: Path) -> None:
+    truth = truth_of(jamendo)
+    rows = read_tsv(jamendo / "data/autotagging.tsv")[1:]
+    listed = {r[0]: r[5:] for r in rows}
+    tagged = {t["track_id"]: t["tags"] for t in truth["tracks"] if t["tags"]}
+    assert tagged == listed
+    untagged = [t for t in truth["tracks"] if not t["tags"]]
+    assert untagged and all((jamendo / "audio" / t["file_path"]).is_file() for t in untagged)
+    keep, drops = truth["expected"]["silence_keep"], truth["expected"]["silence_drops"]
+    assert set(keep) | set(drops) == set(listed) and drops  # the planted silence faults too
+    assert truth["labels"] == {
+        "source": "jamendo",
+        "paths": ["data/splits/split-0"],
+        "audio_root": "audio",
+    }
+
+
+def test_library_layout_mixes_formats_with_tags_in_each_containers_fields(library: Path) -> None:
+    from mutagen.flac import FLAC
+    from mutagen.id3 import ID3
+    from mutagen.mp4 import MP4
+    from mutagen.oggvorbis import OggVorbis
+
+    from orpheus.audio import read_audio
+
+    truth = truth_of(library)
+    files = sorted(p for p in (library / "Music").rglob("*") if p.is_file())
+    assert {p.suffix for p in files} == {".mp3", ".flac", ".ogg", ".m4a"}
+    assert len(files) == len(truth["tracks"])
+    seen_v23 = False
+    for t in truth["tracks"]:
+        path = library / "Music" / t["file_path"]
+        artist, album, name = t["file_path"].split("/")
+        assert re.fullmatch(r"\d\d .+\.(mp3|flac|ogg|m4a)", name) and artist == t["artist"]
+        if path.suffix == ".mp3":
+            tags = ID3(path)
+            seen_v23 |= tags.version[:2] == (2, 3)
+            genre = [g for f in tags.getall("TCON") for g in f.text]
+            mood = [m for key in ("TMOO", "TXXX:MOOD") for f in tags.getall(key) for m in f.text]
+        elif path.suffix == ".m4a":
+            tags = MP4(path).tags or {}
+            genre = list(tags.get("\xa9gen", []))
+            mood = [bytes(v).decode() for v in tags.get("----:com.apple.iTunes:MOOD", [])]
+        else:
+            tags = (FLAC if path.suffix == ".flac" else OggVorbis)(path)
+            genre, mood = tags.get("GENRE", []), tags.get("MOOD", [])
+        expected = [t.split("---", 1)[1] for t in t["tags"]]
+        assert [v.lower() for v in genre + mood] == expected, t["file_path"]
+    assert seen_v23
+    assert sum(not t["tags"] for t in truth["tracks"]) >= 1  # some files are untagged
+    for suffix in (".flac", ".ogg", ".m4a"):  # each format decodes to about 30 s
+        path = next(p for p in files if p.suffix == suffix)
+        y, sr = read_audio(path)
+        assert 29.0 < len(y) / sr < 31.0
+
+
+def test_unknown_layout_is_refused(tmp_path: Path, example_corpus: Path) -> None:
+    from orpheus.example.layouts import build_layout
+
+    with pytest.raises(OrpheusError, match="unknown example layout"):
+        build_layout(tmp_path / "x", "itunes", tracks=2)
+    assert not (tmp_path / "x").exists()
+
+
+def test_init_writes_a_library_example_and_names_the_import_that_reads_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orpheus.cli import app
+    from orpheus.example.layouts import import_command
+    from orpheus.workspace import Workspace
+
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    done = runner.invoke(
+        app, ["init", str(ws), "--example", "--layout", "library", "--tracks", "3"]
+    )
+    assert done.exit_code == 0, done.output
+    cfg = Workspace.open(ws).config
+    assert cfg["paths"]["audio_root"] == "example/Music" and cfg["paths"]["msd_summary"] is None
+    assert cfg["tags-cleaning"]["min_tracks"] == 2
+    args = ["-w", str(ws), *import_command(ws, "library")]
+    assert f"next: orpheus {shlex.join(args)}" in " ".join(done.stderr.split())
+    imported = runner.invoke(app, args)
+    assert imported.exit_code == 0, imported.output
+    assert "imported 3 tracks" in imported.stdout
+    assert not list((ws / "example").glob(".*"))  # the MSD-shaped build it came from is gone
+    assert runner.invoke(app, ["init", str(tmp_path / "x"), "--layout", "jamendo"]).exit_code == 2

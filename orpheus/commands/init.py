@@ -3,6 +3,7 @@ embedded example corpus."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -11,15 +12,6 @@ import typer
 from orpheus.commands._common import info, options, progress
 from orpheus.errors import OrpheusError
 from orpheus.workspace import Workspace
-
-# Where the example corpus puts each input, as `paths` keys of config.json.
-EXAMPLE_PATHS = {
-    "audio_root": "7digital",
-    "msd_summary": "msd_summary_file.h5",
-    "lastfm_db": "lastfm_tags.db",
-    "duplicates": "msd_duplicates.txt",
-    "mismatches": "sid_mismatches.txt",
-}
 
 
 def command(
@@ -31,6 +23,14 @@ def command(
     example: Annotated[
         bool, typer.Option("--example", help="Also write the example corpus into PATH/example.")
     ] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            help="The example's shape: msd (7digital previews, MSD summary, Last.fm tags),"
+            " jamendo (MTG-Jamendo's TSVs, split files and NN/ID.mp3) or library"
+            " (Artist/Album/NN Title.ext in mixed formats, genre and mood in the files)."
+        ),
+    ] = "msd",
     tracks: Annotated[int, typer.Option(help="Example tracks to render.")] = 200,
     seed: Annotated[int, typer.Option(help="Example corpus seed (same seed, same files).")] = 0,
     force: Annotated[
@@ -41,34 +41,36 @@ def command(
     root = path or options(ctx).workspace or Path(".")
     if example and tracks <= 0:
         raise OrpheusError(f"--tracks must be a positive number, got {tracks}")
+    if layout != "msd" and not example:
+        raise OrpheusError("--layout shapes the example corpus", hint="add --example")
+    if example:  # checked before the workspace is made; the example package loads pandas
+        from orpheus.example.layouts import LAYOUTS, add_example, import_command
+
+        if layout not in LAYOUTS:
+            raise OrpheusError(f"unknown --layout {layout!r}", hint="choose " + ", ".join(LAYOUTS))
     ws = Workspace.create(root, force=force)
     info(ctx, f"workspace ready: {ws.root}")
+    ws_args = "-w " + str(root) + " " if path else ""
     if example:
-        _add_example(ctx, ws, tracks=tracks, seed=seed)
-    info(ctx, "next: orpheus " + ("-w " + str(root) + " " if path else "") + "status")
-
-
-def _add_example(ctx: typer.Context, ws: Workspace, *, tracks: int, seed: int) -> None:
-    from orpheus import example
-
-    dest = ws.path("example")
-    with progress(ctx) as bar:
-        task = bar.add_task("rendering example tracks", total=tracks)
-        truth = example.build(
-            dest,
-            tracks=tracks,
-            seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-    use_example(ws, Path("example"), truth)
-    info(ctx, f"example corpus: {tracks} tracks in {dest} (paths set in config.json)")
+        with progress(ctx) as bar:
+            task = bar.add_task("rendering example tracks", total=tracks)
+            add_example(
+                ws,
+                layout,
+                tracks=tracks,
+                seed=seed,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        info(ctx, f"example corpus: {tracks} tracks in {ws.path('example')} (config.json set)")
+        if layout != "msd":
+            args = import_command(root, layout)
+            info(ctx, f"next: orpheus {ws_args}{shlex.join(args)}")
+            return
+    info(ctx, f"next: orpheus {ws_args}status")
 
 
 def use_example(ws: Workspace, folder: Path, truth: dict) -> None:
-    """Point the workspace's `paths` at an example corpus (relative to the workspace, or
-    absolute) and apply the config the corpus asks for (thresholds and model size)."""
-    cfg = ws.config
-    cfg["paths"].update({key: str(folder / name) for key, name in EXAMPLE_PATHS.items()})
-    for section, values in truth.get("config", {}).items():
-        cfg[section].update(values)
-    ws.save_config(cfg)
+    """Point the workspace at an example corpus (`orpheus.example.layouts.use_example`)."""
+    from orpheus.example.layouts import use_example as use
+
+    use(ws, folder, truth)
