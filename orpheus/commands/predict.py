@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from orpheus.commands import _predict_options as po
+from orpheus.commands._common import console
+from orpheus.errors import OrpheusError
 
 
 def command(
@@ -31,6 +33,16 @@ def command(
     resume: po.Resume = False,
     silence_db: po.SilenceDb = None,
     min_seconds: po.MinSeconds = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="local, or beam: an Apache Beam pipeline writing -o PREFIX-NNNNN-of-NNNNN.jsonl."
+        ),
+    ] = "local",
+    beam_options: Annotated[
+        str | None,
+        typer.Option(help='Apache Beam pipeline options, e.g. "--runner=DataflowRunner ...".'),
+    ] = None,
 ) -> None:
     """Predict tags for songs (default model: the workspace's latest run, else msd-musicnn).
 
@@ -46,6 +58,41 @@ def command(
 
     po.resolve_model(ctx, model)  # an unknown model fails before any audio is read
     inputs = predicting.expand_inputs(paths)
+    if runner != "local":
+        _on_beam(ctx, runner, inputs, opts, beam_options)
+        return
     code = po.predict_files(ctx, inputs.files, opts, inputs.problems, inputs.ignored)
     if code:
         raise typer.Exit(code)
+
+
+def _on_beam(ctx: typer.Context, runner: str, inputs, opts: po.PredictOptions, beam_options):
+    """`--runner beam`: JSON Lines shards holding every record; stdout gets the summary."""
+    if runner != "beam":
+        raise OrpheusError(f"unknown runner '{runner}'", hint="use local or beam")
+    if opts.output is None:
+        raise OrpheusError("--runner beam needs -o PREFIX", hint="e.g. -o gs://bucket/tags")
+    unused = {
+        "--format": opts.format != "jsonl" and not _default(ctx, "fmt"),
+        "--embeddings": opts.embeddings,
+        "--plot": opts.plot,
+        "--write-tags": opts.write_tags,
+        "--resume": opts.resume,
+    }
+    if any(unused.values()):
+        given = ", ".join(name for name, value in unused.items() if value)
+        raise OrpheusError(f"--runner beam writes JSON Lines shards only: drop {given}")
+    if not inputs.files:
+        raise OrpheusError("no audio to tag", hint="give audio files, folders or globs")
+    from orpheus import predict_beam
+
+    model = po.resolve_model(ctx, opts.model)
+    done = predict_beam.run(inputs, model, opts.output, opts.tagging(), beam_options)
+    console.print(done.line(), highlight=False, soft_wrap=True)
+    if not done.summary.tagged:
+        raise OrpheusError("no file could be tagged", hint="see the skipped records")
+
+
+def _default(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was left at its default (not typed)."""
+    return ctx.get_parameter_source(name).name == "DEFAULT"  # click's ParameterSource
