@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from orpheus.cli import app
 from orpheus.commands.init import use_example
-from orpheus.commands.train import TrainingEta
 from orpheus.config import validate
 from orpheus.example.build import EXAMPLE_TRAINING_CONFIG
 from orpheus.example.timing import estimate
+from orpheus.training.progress import TrainingEta
 from orpheus.workspace import Workspace
 
 
@@ -107,3 +107,42 @@ def test_estimate_counts_only_the_stages_still_to_run():
     assert reused.render == 0 and reused.train == 0 and reused.total == reused.rest > 0
     fresh = estimate(tracks=8, epochs=None, workers=2, **kwargs)
     assert fresh.render > 0 and fresh.train == 0
+
+
+def test_importing_the_demo_does_not_import_the_cli():
+    import subprocess
+    import sys
+
+    code = "import sys, orpheus.commands.demo; print('orpheus.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_demo_runs_the_jamendo_layout_from_labels_import_to_predictions(
+    example_corpus: Path, tmp_path: Path
+):
+    from orpheus.example.layouts import write_layout
+
+    ws = Workspace.create(tmp_path / "ws")
+    ws.path("example").mkdir()
+    use_example(ws, Path("example"), write_layout(example_corpus, ws.path("example"), "jamendo"))
+
+    done = CliRunner().invoke(app, ["demo", str(ws.root), "--epochs", "1", "--layout", "jamendo"])
+    assert done.exit_code == 0, done.stderr
+    assert "✓ init --example: up to date, reused" in done.stderr  # the example laid out above
+    for stage in ("labels import", "silence", "tags clean", "tfrecords build", "train", "test"):
+        assert f"✓ {stage}:" in done.stderr
+    assert " scan" not in done.stderr and "wrangle" not in done.stderr
+    after = Workspace.open(ws.root)
+    assert after.entry("labels")["params"]["source"] == "jamendo"
+    assert after.entry("labels")["params"]["split_source"] == "dataset"
+    assert after.state("run/demo") == "ok"
+    assert "macro ROC-AUC" in done.stdout and "predict (msd-musicnn)" in done.stdout
+    assert ".mp3: " in done.stdout  # each prediction names its file and its top tags
+
+
+def test_demo_rejects_an_unknown_layout(tmp_path: Path):
+    result = CliRunner().invoke(app, ["demo", str(tmp_path / "ws"), "--layout", "itunes"])
+    assert result.exit_code == 2 and "unknown --layout" in result.stderr
+    assert not (tmp_path / "ws").exists()
