@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,8 +22,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from orpheus.commands._common import console, err_console, info, options
 from orpheus.errors import EXIT_OK, EXIT_PARTIAL, OrpheusError
@@ -66,6 +77,23 @@ Hop = Annotated[
         callback=_hop,
         help="About how many seconds apart windows start; they are spread evenly from the "
         "start of the song to its end (default: one window).",
+    ),
+]
+def _windows(value: str) -> str:
+    from orpheus.features import PLACEMENTS
+
+    if value not in PLACEMENTS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PLACEMENTS)}")
+    return value
+
+
+Windows = Annotated[
+    str,
+    typer.Option(
+        "--windows",
+        callback=_windows,
+        help="even (spread over the whole song) or musicnn (musicnn's extractor's 3 s patches "
+        "from the start, the tail dropped: its taggram, for users migrating from musicnn).",
     ),
 ]
 Format = Annotated[
@@ -146,6 +174,7 @@ class PredictOptions:
     resume: bool = False
     silence_db: float | None = None  # None: the library's default
     min_seconds: float | None = None
+    windows: str = "even"
 
     def tagging(self):
         """The library's `predicting.Options` for these."""
@@ -156,6 +185,7 @@ class PredictOptions:
             threshold=self.threshold,
             top_k=self.top_k,
             hop=self.hop,
+            windows=self.windows,
             taggram=self.taggram,
             embeddings=self.embeddings is not None,
             **{k: v for k, v in given.items() if v is not None},
@@ -244,21 +274,20 @@ def predict_files(
         info(ctx, f"loading model {name}")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    estimates = {str(f): predicting.estimated_seconds(f) or 0.0 for f in todo}
+    remaining = _Remaining(todo)
     stream = results.open_stream(
         opts.output, opts.format, console.file, append=opts.resume, taggram=opts.taggram
     )
     try:
         with stream as sink, _audio_progress(ctx) as bar:
-            task = bar.add_task("tagging", total=sum(estimates.values()))
+            task = bar.add_task("tagging", total=None)
             for rec in predicting.tag_files(
                 todo, model, opts.tagging(), on_tagged=on_tagged, on_load=on_load, summary=summary
             ):
-                estimates.pop(rec["path"], None)
-                # decoded seconds replace a header's guess: the total converges on the truth
-                bar.update(
-                    task, completed=summary.seconds, total=summary.seconds + sum(estimates.values())
-                )
+                left = remaining.finish(rec["path"])
+                # decoded seconds replace the headers' guesses: the total converges on the truth
+                total = None if left is None else summary.seconds + left
+                bar.update(task, completed=summary.seconds, total=total)
                 if "skipped" in rec:
                     _warn("skipped", f"{rec['path']}: {rec['skipped']}")
                     continue
@@ -301,13 +330,48 @@ def _skip(summary, rec: dict) -> None:
     _warn("skipped", f"{rec['path']}: {rec['skipped']}")
 
 
+class _Remaining:
+    """Seconds of audio the files not tagged yet hold, by their headers (`estimated_seconds`),
+    read in a thread so that tagging starts at once (a header costs ~1% of a decode)."""
+
+    def __init__(self, files: list[Path]):
+        self._values: dict[str, float] | None = None
+        self._left: float | None = None
+        self._finished: list[str] = []
+        threading.Thread(target=self._read, args=(list(files),), daemon=True).start()
+
+    def _read(self, files: list[Path]) -> None:
+        from orpheus.predicting import estimated_seconds
+
+        self._values = {str(f): estimated_seconds(f) or 0.0 for f in files}
+
+    def finish(self, path: str) -> float | None:
+        """What is left once `path` is done (None while the headers are being read)."""
+        values = self._values
+        if values is None:
+            self._finished.append(path)
+            return None
+        if self._left is None:
+            self._left = sum(values.values()) - sum(values.get(p, 0.0) for p in self._finished)
+        self._left -= values.get(path, 0.0)
+        return max(self._left, 0.0)
+
+
+class _AudioSeconds(ProgressColumn):
+    """`12/345 s of audio` (`12 s of audio` while the total is unknown)."""
+
+    def render(self, task: Task) -> Text:
+        total = "" if task.total is None else f"/{task.total:.0f}"
+        return Text(f"{task.completed:.0f}{total} s of audio")
+
+
 def _audio_progress(ctx: typer.Context) -> Progress:
     """A progress bar in seconds of audio (a long file weighs as much as it lasts), with ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} s of audio"),
-        TextColumn("{task.percentage:>3.0f}%"),
+        _AudioSeconds(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
