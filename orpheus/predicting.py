@@ -51,6 +51,7 @@ class Options:
     embeddings: bool = False  # keep each window's embedding on the result (for on_tagged)
     silence_db: float = audio.SILENCE_DB
     min_seconds: float = audio.MIN_SECONDS
+    windows: str | None = None  # "even" or "musicnn" (Tagger.tag); None: the model's recipe
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -224,6 +225,7 @@ def tag_record(
         outcome = tagger.tag_file(
             path,
             hop=options.hop,
+            windows=options.windows,
             embeddings=options.embeddings,
             silence_db=options.silence_db,
             min_seconds=options.min_seconds,
@@ -317,6 +319,7 @@ def tag_files(
         load,
         rate,
         hop=options.hop,
+        windows=options.windows,
         embeddings=options.embeddings,
         silence_db=options.silence_db,
         min_seconds=options.min_seconds,
@@ -340,6 +343,7 @@ def tag_paths(
     taggram: bool = False,
     silence_db: float = Options.silence_db,
     min_seconds: float = Options.min_seconds,
+    windows: str | None = None,
     resume_from: Iterable[dict] = (),
     on_tagged: OnTagged | None = None,
     summary: Summary | None = None,
@@ -353,7 +357,7 @@ def tag_paths(
     """
     if model is None or isinstance(model, str | Path):
         model = resolve_model(workspace, model)
-    options = Options(threshold, top_k, hop, taggram, False, silence_db, min_seconds)
+    options = Options(threshold, top_k, hop, taggram, False, silence_db, min_seconds, windows)
     inputs = expand_inputs(paths)
     if summary is not None:
         summary.ignored += inputs.ignored

@@ -79,6 +79,25 @@ Hop = Annotated[
         "start of the song to its end (default: one window).",
     ),
 ]
+
+
+def _windows(value: str) -> str:
+    from orpheus.features import PLACEMENTS
+
+    if value not in PLACEMENTS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PLACEMENTS)}")
+    return value
+
+
+Windows = Annotated[
+    str,
+    typer.Option(
+        "--windows",
+        callback=_windows,
+        help="even (spread over the whole song) or musicnn (musicnn's extractor's 3 s patches "
+        "from the start, the tail dropped: its taggram, for users migrating from musicnn).",
+    ),
+]
 Format = Annotated[
     str,
     typer.Option(
@@ -157,6 +176,7 @@ class PredictOptions:
     resume: bool = False
     silence_db: float | None = None  # None: the library's default
     min_seconds: float | None = None
+    windows: str = "even"
 
     def tagging(self):
         """The library's `predicting.Options` for these."""
@@ -167,6 +187,7 @@ class PredictOptions:
             threshold=self.threshold,
             top_k=self.top_k,
             hop=self.hop,
+            windows=self.windows,
             taggram=self.taggram,
             embeddings=self.embeddings is not None,
             **{k: v for k, v in given.items() if v is not None},

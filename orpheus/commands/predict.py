@@ -24,6 +24,7 @@ def command(
     top_k: po.TopK = None,
     model: po.Model = None,
     hop: po.Hop = None,
+    windows: po.Windows = "even",
     fmt: po.Format = "table",
     taggram: po.Taggram = False,
     embeddings: po.Embeddings = None,
@@ -52,7 +53,7 @@ def command(
     """
     opts = po.PredictOptions(
         threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output,
-        resume, silence_db, min_seconds,
+        resume, silence_db, min_seconds, windows,
     )  # fmt: skip
     from orpheus import predicting
 
