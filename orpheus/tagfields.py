@@ -7,12 +7,15 @@ first key is the one a writer uses (ID3v2.3 files write mood to `TXXX:MOOD`, sin
 `TMOO`). Reading labels out of a library (`orpheus labels import --from files`) and writing
 predicted tags back into it use this table, so a tag Orpheus writes is found where it reads.
 
-Values Orpheus itself writes are also listed in its own namespaced field (`ORPHEUS_FIELD`),
-so they are never read back as ground truth.
+Orpheus also writes one namespaced field per model (`ORPHEUS_TAGS:<model>`, after the container's
+free-form prefix): JSON holding each written tag's probability and each standard field's values
+before and after Orpheus wrote them (`orpheus.tagwrite`). Values Orpheus added are never read back
+as ground truth.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -110,23 +113,23 @@ def read_fields(path: str | Path) -> dict[str, list[str]]:
         raise TagReadError(path, str(exc) or type(exc).__name__) from None
     except (OSError, ValueError, EOFError, IndexError, KeyError) as exc:
         raise TagReadError(path, f"{type(exc).__name__}: {exc}") from None
-    roles = (*LABEL_ROLES, ARTIST, ORPHEUS)
-    out: dict[str, list[str]] = {role: [] for role in roles}
+    out: dict[str, list[str]] = {role: [] for role in (*LABEL_ROLES, ARTIST, ORPHEUS)}
     kind = container(tags)
     if kind is None:
         return out
-    v23 = kind == ID3 and getattr(tags, "version", (2, 4, 0))[:2] == (2, 3)
-    for role in roles:
+    v23 = is_v23(tags)
+    for role in (*LABEL_ROLES, ARTIST):
         found: dict[str, None] = {}
         for key in FIELDS[kind][role]:
-            for raw in _values(tags, kind, key):
-                for part in (_ID3V23_SEPARATORS if v23 and role != ARTIST else _SEPARATORS).split(
-                    raw
-                ):
-                    if normalise(part):
-                        found.setdefault(normalise(part))
+            for raw in values(tags, kind, key):
+                for part in split(raw, v23 and role != ARTIST):
+                    found.setdefault(normalise(part))
         out[role] = list(found)
-    written = set(out[ORPHEUS])
+    written: dict[str, None] = {}
+    for text in own_fields(tags, kind).values():  # JSON, or a legacy plain list of values
+        for value in added_values(text) if text.startswith("{") else split(text, v23):
+            written.setdefault(normalise(value))
+    out[ORPHEUS] = list(written)
     for role in LABEL_ROLES:
         out[role] = [v for v in out[role] if v not in written]
     return out
@@ -148,7 +151,7 @@ def _tag_block(path: str | Path):
     return getattr(mutagen.File(path), "tags", None)
 
 
-def _values(tags, kind: str, key: str) -> list[str]:
+def values(tags, kind: str, key: str) -> list[str]:
     """The text values stored under one key, whatever the container stores them as."""
     if kind == ID3:
         frames = tags.getall(key)
@@ -165,4 +168,54 @@ def _values(tags, kind: str, key: str) -> list[str]:
     for item in items:
         value = getattr(item, "value", item)
         out.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
+    return out
+
+
+def split(raw: str, v23: bool = False) -> list[str]:
+    """One stored string as the values it joins, blanks dropped; ID3v2.3 also splits on '/'.
+
+    >>> split("Hip-Hop/Jazz;  Soul ", v23=True), split("AC/DC Rock")
+    (['Hip-Hop', 'Jazz', 'Soul'], ['AC/DC Rock'])
+    """
+    parts = (_ID3V23_SEPARATORS if v23 else _SEPARATORS).split(raw)
+    return [p.strip() for p in parts if normalise(p)]
+
+
+def is_v23(tags: object) -> bool:
+    """Whether a tag block is ID3v2.3 (whose text frames join several values with '/')."""
+    return container(tags) == ID3 and getattr(tags, "version", (2, 4, 0))[:2] == (2, 3)
+
+
+def own_fields(tags: object, kind: str) -> dict[str, str]:
+    """Orpheus's namespaced fields in a tag block: key -> its text (one per model, plus the legacy
+    plain `ORPHEUS_TAGS` when present). Keys are as FIELDS spells them, model suffix included."""
+    prefix = FIELDS[kind][ORPHEUS][0]
+    if kind == ID3:
+        frames = [f for f in tags.getall("TXXX") if _own(f"TXXX:{f.desc}", prefix)]
+        return {f"TXXX:{f.desc}": "\x00".join(map(str, f.text)) for f in frames}
+    keys = [k for k in tags.keys() if _own(k, prefix)]
+    return {k: "\x00".join(values(tags, kind, k)) for k in keys}
+
+
+def _own(key: str, prefix: str) -> bool:
+    key, prefix = key.upper(), prefix.upper()
+    return key == prefix or key.startswith(prefix + ":")
+
+
+def added_values(text: str) -> list[str]:
+    """The genre and mood values an Orpheus field says it added (in `after`, not in `before`);
+    empty for a field that is not Orpheus's JSON.
+
+    >>> added_values('{"fields": {"genre": {"before": ["Jazz"], "after": ["Jazz", "rock"]}}}')
+    ['rock']
+    """
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return []
+    fields = record.get("fields") if isinstance(record, dict) else None
+    out: list[str] = []
+    for change in (fields or {}).values():
+        before = {normalise(v) for v in change.get("before", [])}
+        out += [v for v in change.get("after", []) if normalise(v) not in before]
     return out
