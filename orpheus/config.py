@@ -88,6 +88,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any]]] = {
         "with": (list, []),
         "without": (list, []),
         "merge": (OPT_LIST, None),
+        "kinds": (dict, {}),  # tag -> genre|mood|era|instrument|vocals|other (--write-tags)
     },
     "tfrecords": {
         "n_mels": (int, 96),
@@ -327,6 +328,7 @@ class TagsSettings:
     with_: list
     without: list
     merge: list | None
+    kinds: dict
 
 
 @dataclasses.dataclass(frozen=True)
