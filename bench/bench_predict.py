@@ -138,7 +138,7 @@ def orpheus_on_musicnn_patches(paths: list[Path]) -> np.ndarray:
     tagger = Tagger.pretrained("msd-musicnn")
     means = []
     for path in paths:
-        feats = tagger.features(audio.load(path))
+        feats = tagger.features(tagger.track(audio.load(path)))
         starts = range(0, len(feats) - tagger.recipe.window + 1, tagger.recipe.window)
         patches = np.stack([feats[s : s + tagger.recipe.window] for s in starts])
         means.append(tagger.model.predict_on_batch(patches).mean(axis=0))

@@ -421,6 +421,8 @@ class Track:
     features: np.ndarray  # (frames, n_mels) log-mel, or (samples,) for a waveform model
     loudness: Loudness
     sample_rate: int
+    head: np.ndarray  # the first and last n_fft samples (all of a shorter signal), for frames
+    tail: np.ndarray  # recomputed over other edges (`features.zero_padded_edges`)
 
     @property
     def samples(self) -> int:
@@ -440,12 +442,16 @@ def reduce_track(
     stream = None if waveform else LogMelStream(mel)
     loudness = Loudness()
     parts = [np.zeros((0,) if waveform else (0, mel.n_mels), np.float32)]
+    head = tail = np.zeros(0, np.float32)
     for y in blocks:
         loudness.push(y)
         parts.append(y if stream is None else stream.push(y))
+        if len(head) < mel.n_fft:
+            head = np.concatenate([head, y[: mel.n_fft - len(head)]])
+        tail = np.concatenate([tail, y])[-mel.n_fft :]
     if stream is not None:
         parts.append(stream.finish())
-    return Track(np.concatenate(parts), loudness, mel.sample_rate)
+    return Track(np.concatenate(parts), loudness, mel.sample_rate, head, tail)
 
 
 def decode_track(path: str | Path, mel: LogMelParams, *, waveform: bool = False) -> Track:

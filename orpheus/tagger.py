@@ -202,18 +202,18 @@ class Tagger:
     def window_seconds(self) -> float:
         return self.recipe.window_seconds
 
-    def features(self, y: np.ndarray, placement: str | None = None) -> np.ndarray:
-        """Whole-track model input from mono audio at `self.sample_rate`; with musicnn's
-        placement, log-mel edges as musicnn's extractor computes them (zero-padded)."""
+    def track(self, y: np.ndarray) -> audio.Track:
+        """Mono audio at `self.sample_rate` reduced to this model's features and loudness."""
         y = np.asarray(y, dtype=np.float32)
+        return audio.reduce_track([y], self.recipe.mel, waveform=self.recipe.frontend != LOG_MEL)
+
+    def features(self, track: audio.Track, placement: str | None = None) -> np.ndarray:
+        """Whole-track model input; with musicnn's placement, log-mel edges as musicnn's
+        extractor computes them (zero-padded)."""
         recipe = self.recipe.with_placement(placement)
-        if recipe.frontend != LOG_MEL:
-            return y
-        feats = audio.log_mel(y, recipe.mel)
-        if recipe.placement == MUSICNN:
-            n_fft = recipe.mel.n_fft
-            feats = zero_padded_edges(feats, y[:n_fft], y[-n_fft:], len(y), recipe.mel)
-        return feats
+        if recipe.frontend != LOG_MEL or recipe.placement != MUSICNN:
+            return track.features
+        return zero_padded_edges(track.features, track.head, track.tail, track.samples, recipe.mel)
 
     def windows(
         self, feats: np.ndarray, hop: float | None = None, placement: str | None = None
@@ -248,8 +248,8 @@ class Tagger:
             y = audio.to_mono(y)
         if sr is not None and sr != self.sample_rate:
             y = audio.resample(y, sr, self.sample_rate)
-        check_length(y, self.sample_rate, min_seconds, "audio")
-        return self._run(self._prepare(y, hop, silence_db, windows), embeddings)
+        check_length(len(y), self.sample_rate, min_seconds, "audio")
+        return self._run(self._prepare(self.track(y), hop, silence_db, windows), embeddings)
 
     def tag_file(
         self,
@@ -262,8 +262,8 @@ class Tagger:
         min_seconds: float = audio.MIN_SECONDS,
     ) -> TagResult:
         """Tag one audio file (`audio.AudioError` if it cannot be decoded or is too short)."""
-        y = decode(path, self.sample_rate, min_seconds)
-        return self._run(self._prepare(y, hop, silence_db, windows), embeddings)
+        track = decode(path, self.recipe, min_seconds)
+        return self._run(self._prepare(track, hop, silence_db, windows), embeddings)
 
     def tag_files(
         self,
@@ -290,12 +290,12 @@ class Tagger:
         )
 
     def _prepare(
-        self, y: np.ndarray, hop: float | None, silence_db: float, placement: str | None = None
+        self, track: audio.Track, hop: float | None, silence_db: float, placement: str | None = None
     ) -> _Prepared:
-        """Windows of mono audio at the model's rate, the silent ones left out."""
-        wins, starts = self.windows(self.features(y, placement), hop, placement)
-        keep = audio.audible_windows(y, self.sample_rate, starts, self.window_seconds, silence_db)
-        duration = len(y) / self.sample_rate
+        """Windows of a decoded track, the silent ones left out."""
+        wins, starts = self.windows(self.features(track, placement), hop, placement)
+        keep = track.loudness.audible(self.sample_rate, starts, self.window_seconds, silence_db)
+        duration = track.seconds
         note = "silent" if not keep.any() else "short" if duration < self.window_seconds else None
         return _Prepared(wins[keep], starts[keep], duration, note)
 
@@ -340,17 +340,18 @@ def run_sample_rate(run_dir: str | Path) -> int:
         return audio.DEFAULT_SR  # loading the run reports what is wrong with it
 
 
-def check_length(y: np.ndarray, sr: int, min_seconds: float, source: str | Path) -> None:
-    """Raise `audio.AudioError` ("too short") for audio under `min_seconds`."""
-    if len(y) == 0 or len(y) < min_seconds * sr:
-        raise audio.AudioError(source, f"too short ({len(y) / sr:.3g} s)")
+def check_length(samples: int, sr: int, min_seconds: float, source: str | Path) -> None:
+    """Raise `audio.AudioError` ("too short") for `samples` of audio under `min_seconds`."""
+    if samples == 0 or samples < min_seconds * sr:
+        raise audio.AudioError(source, f"too short ({samples / sr:.3g} s)")
 
 
-def decode(path: str | Path, sr: int, min_seconds: float = audio.MIN_SECONDS) -> np.ndarray:
-    """A file as mono audio at `sr`, checked to be long enough to tag."""
-    y = audio.load(path, sr=sr)
-    check_length(y, sr, min_seconds, path)
-    return y
+def decode(path: str | Path, recipe: Recipe, min_seconds: float = audio.MIN_SECONDS) -> audio.Track:
+    """A file streamed into `recipe`'s features and loudness (`audio.decode_track`: memory grows
+    with the features, not the audio), checked to be long enough to tag."""
+    track = audio.decode_track(path, recipe.mel, waveform=recipe.frontend != LOG_MEL)
+    check_length(track.samples, recipe.sample_rate, min_seconds, path)
+    return track
 
 
 def tag_files(
@@ -375,10 +376,16 @@ def tag_files(
     ahead = max(1, workers) * 2
     loaded: list[Tagger] = []
 
-    def job(path: Path) -> _Prepared | np.ndarray:
-        y = decode(path, sample_rate, min_seconds)
-        # Before the model is loaded its window recipe is unknown: the main thread prepares.
-        return loaded[0]._prepare(y, hop, silence_db, windows) if loaded else y
+    # Before the model is loaded its recipe is unknown: files decode into the default log-mel
+    # at its rate, which the main thread re-decodes only for a model that eats other features.
+    guess = Recipe(LOG_MEL, LogMelParams(sample_rate), 1)
+
+    def job(path: Path) -> _Prepared | audio.Track:
+        if not loaded:
+            return decode(path, guess, min_seconds)
+        return loaded[0]._prepare(
+            decode(path, loaded[0].recipe, min_seconds), hop, silence_db, windows
+        )
 
     # The decoding threads' log-mel calls BLAS; OpenBLAS's own threads would then spin
     # against the model's for the same cores (~20% of the throughput on 2 cores).
@@ -406,5 +413,7 @@ def tag_files(
                 loaded.append(load())
             tagger = loaded[0]
             if not isinstance(prepared, _Prepared):
+                if (tagger.recipe.frontend, tagger.recipe.mel) != (LOG_MEL, guess.mel):
+                    prepared = decode(p, tagger.recipe, min_seconds)
                 prepared = tagger._prepare(prepared, hop, silence_db, windows)
             yield p, tagger._run(prepared, embeddings)
