@@ -16,8 +16,6 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -30,8 +28,6 @@ from orpheus.io import write_atomic_via
 if TYPE_CHECKING:
     from orpheus.tagger import TagResult
 
-TAG_FIELD = "ORPHEUS_TAGS"
-MODEL_FIELD = "ORPHEUS_MODEL"
 DIGITS = 6
 FORMATS = ("table", "json", "jsonl", "csv")
 STREAMED = ("jsonl", "csv")  # written row by row; the others are rendered once, at the end
@@ -349,56 +345,3 @@ def plot_taggram(path: Path, title: str, result: TagResult) -> None:
         write_atomic_via(path, lambda fh: fig.savefig(fh, format="png"))
     finally:
         plt.close(fig)
-
-
-def write_tags(path: Path, tags: Sequence[str], model: str) -> None:
-    """Store `tags` in the file's own metadata (ID3 TXXX for mp3/wav, Vorbis comments for
-    flac/ogg/opus), without touching the audio. The file is edited as a copy and renamed into
-    place, so an interrupted write never leaves it half-written."""
-    import mutagen
-    from mutagen._vorbis import VCommentDict
-    from mutagen.id3 import ID3, TXXX
-
-    path = Path(path)
-    tmp = None
-    try:
-        try:  # a read-only folder or file, a full disk: one line for this file, no crash
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            shutil.copy2(path, tmp)
-            audio = mutagen.File(tmp)
-            if audio is None:
-                raise OrpheusError(f"cannot write tags into {path}: unsupported file type")
-            if audio.tags is None:
-                audio.add_tags()
-            if isinstance(audio.tags, ID3):
-                audio.tags.delall(f"TXXX:{TAG_FIELD}")
-                audio.tags.delall(f"TXXX:{MODEL_FIELD}")
-                audio.tags.add(TXXX(encoding=3, desc=TAG_FIELD, text=list(tags) or [""]))
-                audio.tags.add(TXXX(encoding=3, desc=MODEL_FIELD, text=[model]))
-            elif isinstance(audio.tags, VCommentDict):
-                audio.tags[TAG_FIELD] = list(tags)
-                audio.tags[MODEL_FIELD] = [model]
-            else:
-                raise OrpheusError(f"cannot write tags into {path}: unsupported tag format")
-            audio.save()
-            os.replace(tmp, path)
-        except (OSError, mutagen.MutagenError) as exc:
-            raise OrpheusError(f"cannot write tags into {path}: {exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def read_tags(path: Path) -> list[str]:
-    """The tags `write_tags` stored in a file (empty if none)."""
-    import mutagen
-    from mutagen.id3 import ID3
-
-    audio = mutagen.File(path)
-    if audio is None or audio.tags is None:
-        return []
-    if isinstance(audio.tags, ID3):
-        frames = audio.tags.getall(f"TXXX:{TAG_FIELD}")
-        return [t for f in frames for t in f.text if t]
-    return [t for t in audio.tags.get(TAG_FIELD, []) if t]

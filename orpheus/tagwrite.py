@@ -258,7 +258,7 @@ def _edit(path: str | Path, change, dry_run: bool) -> Outcome:
             recover(real)
             audio = mutagen.File(real)
             if audio is None:
-                return Outcome(shown, "skipped", "not a taggable audio file", dry_run=dry_run)
+                return Outcome(shown, "skipped", "unsupported file type", dry_run=dry_run)
             had_tags = audio.tags is not None
             if not had_tags:
                 audio.add_tags()

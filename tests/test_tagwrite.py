@@ -357,3 +357,49 @@ def test_a_second_run_waits_for_the_first_one_s_lock(originals, tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.strip() == "written"
     assert genre_mood(path, "flac")[0] == ["Jazz", "metal"]
+
+
+def predict(*args):
+    from typer.testing import CliRunner
+
+    from orpheus.cli import app
+
+    return CliRunner().invoke(app, ["predict", *map(str, args)], env={"ORPHEUS_WORKSPACE": ""})
+
+
+def test_predict_writes_per_file_previews_resumes_replaces_and_removes(originals, tmp_path):
+    a, b = fresh(originals, "mp3 v2.3", tmp_path), fresh(originals, "flac", tmp_path)
+    pristine = {p: p.read_bytes() for p in (a, b)}
+    out = tmp_path / "out.jsonl"
+    common = ["--write-tags", "--top-k", "3", "-t", "0", "-f", "jsonl", "-o", out]
+
+    preview = predict(a, *common[:-2], "--dry-run")
+    assert preview.exit_code == 0, preview.output
+    assert a.read_bytes() == pristine[a]  # nothing written
+    assert f"{a}: would be written" in preview.stderr and "+TXXX:ORPHEUS_TAGS:msd-musicnn=" in (
+        preview.stderr
+    )
+
+    first = predict(a, *common)
+    assert first.exit_code == 0, first.output
+    rec = json.loads(out.read_text().splitlines()[0])
+    top = [t["tag"] for t in rec["tags"]]
+    assert len(top) == 3 and own_field(a, "mp3 v2.3")["tags"].keys() == set(top)
+    kind = pretrained.kinds(MODEL)
+    genres = [t for t in top if kind[t] == "genre"]
+    assert genre_mood(a, "mp3 v2.3")[0] == ["Jazz", *genres]
+    # the record holds the file as written, so --resume passes over it
+    assert (rec["size"], rec["mtime_ns"]) == (a.stat().st_size, a.stat().st_mtime_ns)
+    written = a.read_bytes()
+    second = predict(a, b, *common, "--resume", "--tag-mode", "replace")
+    assert second.exit_code == 0, second.output
+    assert a.read_bytes() == written and len(out.read_text().splitlines()) == 2
+    rec_b = json.loads(out.read_text().splitlines()[1])
+    genres_b = [t["tag"] for t in rec_b["tags"] if kind[t["tag"]] == "genre"]
+    assert genre_mood(b, "flac")[0] == (genres_b or ["Jazz"])  # replaced, if any genre was kept
+
+    b.chmod(0o444)
+    undo = predict(a, b, "--remove-tags")
+    assert undo.exit_code == 1 and f"{b}: read-only" in undo.stderr
+    assert a.read_bytes() != written and genre_mood(a, "mp3 v2.3") == (["Jazz"], ["calm"])
+    assert own_field(a, "mp3 v2.3") is None

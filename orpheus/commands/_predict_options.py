@@ -124,7 +124,9 @@ WriteTags = Annotated[
     bool,
     typer.Option(
         "--write-tags",
-        help="Write the kept tags into each file's metadata (audio untouched).",
+        help="Write the kept tags into each file as soon as it is tagged: genres and moods into "
+        "the fields music libraries read, every tag with its probability into the model's "
+        "ORPHEUS_TAGS field (in place, audio untouched; read-only files skipped).",
     ),
 ]
 Output = Annotated[
@@ -177,6 +179,8 @@ class PredictOptions:
     silence_db: float | None = None  # None: the library's default
     min_seconds: float | None = None
     windows: str = "even"
+    tag_mode: str = "merge"
+    dry_run: bool = False
 
     def tagging(self):
         """The library's `predicting.Options` for these."""
@@ -260,15 +264,17 @@ def predict_files(
     records: list[dict] = [] if streamed else list(previous)
     kept_results: list[tuple[str, object]] = []  # for --embeddings and --plot
     unwritten = 0
+    kinds = _kinds(ctx, model) if opts.write_tags else {}
 
     def on_tagged(path: Path, result, kept: list[tuple[str, float]]) -> None:
         nonlocal unwritten
         if opts.write_tags:
-            try:
-                results.write_tags(path, [t for t, _ in kept], model.name)
-            except OrpheusError as exc:
-                unwritten += 1
-                _warn("tags not written", exc.message)
+            from orpheus import tagwrite
+
+            done = tagwrite.write(
+                path, kept, model=model.name, kinds=kinds, mode=opts.tag_mode, dry_run=opts.dry_run
+            )
+            unwritten += tag_outcome(ctx, done)
         if (opts.embeddings or opts.plot) and len(result.taggram):
             kept_results.append((str(path), result))
 
@@ -325,6 +331,29 @@ def predict_files(
             results.plot_taggram(png, f"{Path(p).name} - {model.name}", r)
             info(ctx, f"taggram plot: {png}")
     return EXIT_PARTIAL if unwritten else EXIT_OK
+
+
+def _kinds(ctx: typer.Context, model: ModelRef) -> dict[str, str]:
+    """The kind of each of the model's tags, with the workspace's `tags.kinds` overrides."""
+    from orpheus import tagwrite
+
+    ws = optional_workspace(ctx)
+    override = ws.settings.tags.kinds if ws is not None else {}
+    return tagwrite.kinds_for(model.name, model.labels(), override)
+
+
+def tag_outcome(ctx: typer.Context, done) -> int:
+    """Say what writing into one file did (a dry run prints its diff); 1 if it was skipped."""
+    if done.status == "skipped":
+        _warn("tags not written", f"{done.path}: {done.reason}")
+        return 1
+    if done.dry_run:
+        err_console.print(done.line, highlight=False, soft_wrap=True)
+        if done.diff:
+            err_console.print(escape(done.diff), highlight=False, soft_wrap=True)
+    else:
+        info(ctx, done.line)
+    return 0
 
 
 def _skip(summary, rec: dict) -> None:

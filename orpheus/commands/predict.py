@@ -9,7 +9,40 @@ import typer
 
 from orpheus.commands import _predict_options as po
 from orpheus.commands._common import console
-from orpheus.errors import OrpheusError
+from orpheus.errors import EXIT_OK, EXIT_PARTIAL, OrpheusError
+
+
+def _tag_mode(value: str) -> str:
+    if value not in ("merge", "replace"):
+        raise typer.BadParameter(f"{value!r} is not one of merge, replace")
+    return value
+
+
+TagMode = Annotated[
+    str,
+    typer.Option(
+        "--tag-mode",
+        callback=_tag_mode,
+        help="With --write-tags: merge the predicted genres and moods with those in the file, "
+        "or replace them (--remove-tags puts them back).",
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="With --write-tags or --remove-tags: print each file's change as a diff, write "
+        "nothing.",
+    ),
+]
+RemoveTags = Annotated[
+    bool,
+    typer.Option(
+        "--remove-tags",
+        help="Do not tag: remove what Orpheus wrote into the files (--model's field, else every "
+        "model's) and put back the genres and moods it replaced.",
+    ),
+]
 
 
 def command(
@@ -30,6 +63,9 @@ def command(
     embeddings: po.Embeddings = None,
     plot: po.Plot = None,
     write_tags: po.WriteTags = False,
+    tag_mode: TagMode = "merge",
+    dry_run: DryRun = False,
+    remove_tags: RemoveTags = False,
     output: po.Output = None,
     resume: po.Resume = False,
     silence_db: po.SilenceDb = None,
@@ -49,16 +85,23 @@ def command(
 
     Each file's result is written as soon as it is tagged. Files that cannot be read or are too
     short are reported as `skipped PATH: reason`. Exit code 0 when any file was tagged, 2 when
-    none could be, 1 when --write-tags could not write into some file.
+    none could be, 1 when --write-tags (or --remove-tags) could not write into some file.
     """
     opts = po.PredictOptions(
         threshold, top_k, model, hop, fmt, taggram, embeddings, plot, write_tags, output,
-        resume, silence_db, min_seconds, windows,
+        resume, silence_db, min_seconds, windows, tag_mode, dry_run,
     )  # fmt: skip
     from orpheus import predicting
 
     po.resolve_model(ctx, model)  # an unknown model fails before any audio is read
     inputs = predicting.expand_inputs(paths)
+    if remove_tags:
+        if write_tags:
+            raise OrpheusError("--remove-tags and --write-tags do not go together")
+        code = _remove_tags(ctx, inputs.files, model, dry_run)
+        if code:
+            raise typer.Exit(code)
+        return
     if runner != "local":
         _on_beam(ctx, runner, inputs, opts, beam_options)
         return
@@ -97,3 +140,17 @@ def _on_beam(ctx: typer.Context, runner: str, inputs, opts: po.PredictOptions, b
 def _default(ctx: typer.Context, name: str) -> bool:
     """Whether option `name` was left at its default (not typed)."""
     return ctx.get_parameter_source(name).name == "DEFAULT"  # click's ParameterSource
+
+
+def _remove_tags(ctx: typer.Context, files: list[Path], model: str | None, dry_run: bool) -> int:
+    """`--remove-tags`: undo what Orpheus wrote into `files` (one model's or every model's);
+    the exit code (1 when some file could not be written)."""
+    from orpheus import tagwrite
+
+    if not files:
+        raise OrpheusError("no audio to untag", hint="give audio files, folders or globs")
+    name = po.resolve_model(ctx, model).name if model is not None else None
+    failed = sum(
+        po.tag_outcome(ctx, tagwrite.remove(f, model=name, dry_run=dry_run)) for f in files
+    )
+    return EXIT_PARTIAL if failed else EXIT_OK
