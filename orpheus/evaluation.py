@@ -8,8 +8,8 @@ curve) are what the original project reported (seed-inventory §4.4); they are g
 as such, because they are dominated by the frequent tags. A tag with no positive (or no
 negative) test track has no AUC: it is listed with null values and left out of the macro mean.
 
-This module needs no TensorFlow: `song_predictions` takes any callable mapping a batch of
-windows to probabilities.
+This module needs no TensorFlow at import: `song_predictions` takes any callable mapping a batch
+of windows to probabilities; `evaluate_run` (what `orpheus test` does) loads the run's model.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from orpheus.errors import OrpheusError
+
+if TYPE_CHECKING:
+    from orpheus.runs import Run
+    from orpheus.workspace import Workspace
 
 
 @dataclass
@@ -51,6 +58,54 @@ def song_predictions(
     if not tids:
         return SongPredictions([], np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
     return SongPredictions(tids, np.stack(truth), np.stack(scores))
+
+
+@dataclass
+class RunEvaluation:
+    results: dict  # `evaluate`'s, plus "run"
+    predictions: SongPredictions  # per test track, in the records' order
+
+
+def evaluate_run(
+    ws: Workspace,
+    run: Run,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_track: Callable[[], None] | None = None,
+) -> RunEvaluation:
+    """Song-level predictions of `run` on its TFRecords' test split, and their metrics.
+
+    `on_start` gets the number of test tracks before the model loads; `on_track` is called
+    after each track.
+    """
+    from orpheus.records import read_index
+
+    run.require_model()
+    records_dir = ws.require(f"tfrecords/{run.frontend}")
+    index = read_index(records_dir)
+    if not index["counts"].get("test"):
+        raise OrpheusError(
+            f"the TFRecords in {records_dir} have no test split",
+            hint="give model-training.split three parts (e.g. [80, 10, 10]) and rebuild them",
+        )
+    if on_start is not None:
+        on_start(index["counts"]["test"])
+
+    from orpheus import config, dataset, runs
+
+    model = runs.load_model(run)
+    tracks = dataset.track_windows(records_dir, run.config, "test", run.labels, recipe=run.recipe)
+    preds = song_predictions(
+        lambda w: model(w, training=False),
+        ((t.numpy(), w.numpy(), y.numpy()) for t, w, y in tracks),
+        batch_size=config.settings(run.config).model_training.batch_size,
+        on_track=on_track,
+    )
+    if not preds.tids:
+        raise OrpheusError("the test split has no track with one of the model's tags")
+    results = evaluate(preds.y_true, preds.y_score, run.labels)
+    results["run"] = run.id
+    return RunEvaluation(results, preds)
 
 
 def evaluate(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict:

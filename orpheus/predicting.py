@@ -117,9 +117,14 @@ class ModelRef:
     @property
     def sample_rate(self) -> int:
         """The rate files are decoded at, read without TensorFlow."""
-        from orpheus.tagger import run_sample_rate
+        from orpheus.runs import Run
 
-        return audio.DEFAULT_SR if self.run_dir is None else run_sample_rate(self.run_dir)
+        if self.run_dir is None:
+            return audio.DEFAULT_SR
+        try:
+            return Run(self.run_dir).recipe.sample_rate
+        except OrpheusError:
+            return audio.DEFAULT_SR  # loading the run says what is wrong with it
 
     def labels(self) -> list[str]:
         """The model's labels in output order, read without TensorFlow."""
@@ -139,41 +144,26 @@ class ModelRef:
         return Tagger.from_run_dir(self.run_dir, name=self.name)
 
 
-def _runs(ws: Workspace | None) -> list[tuple[str, Path]]:
-    """(run id, folder) of the workspace's runs that hold a finished model, oldest first
-    (by creation time, then by manifest order)."""
-    if ws is None:
-        return []
-    found = []
-    for position, (name, entry) in enumerate(ws.manifest()["artifacts"].items()):
-        if name.startswith("run/"):
-            folder = ws.artifact_path(name)
-            if folder is not None and (folder / "model.keras").is_file():
-                found.append((entry.get("created") or "", position, name[4:], folder))
-    return [(run_id, folder) for _, _, run_id, folder in sorted(found)]
-
-
 def resolve_model(workspace: Workspace | None, model: str | Path | None = None) -> ModelRef:
     """The model a name stands for, checked before any audio is read or TensorFlow loaded.
 
     `model` is a bundled model's name, a run id (`ID` or `run/ID`) of `workspace`, or a run
     folder; None is the workspace's latest finished run, else the default bundled model.
     """
+    from orpheus import runs
+
     if model is not None and str(model) in pretrained.NAMES:
         return ModelRef(str(model))
-    runs = _runs(workspace)
     if model is None:
-        return ModelRef(f"run/{runs[-1][0]}", runs[-1][1]) if runs else ModelRef(pretrained.DEFAULT)
-    run_id = str(model).removeprefix("run/")
-    for rid, folder in runs:
-        if rid == run_id:
-            return ModelRef(f"run/{rid}", folder)
-    if workspace is not None and (workspace.root / "runs" / run_id).is_dir():
-        # exists but unfinished: loading it says so
-        return ModelRef(f"run/{run_id}", workspace.root / "runs" / run_id)
-    if Path(model).is_dir() and (Path(model) / "model.keras").is_file():
-        return ModelRef(f"run/{Path(model).name}", Path(model))
-    choices = list(pretrained.NAMES) + [rid for rid, _ in runs]
+        last = runs.latest(workspace)
+        return ModelRef(last.name, last.dir) if last else ModelRef(pretrained.DEFAULT)
+    if workspace is not None:
+        run = runs.find(workspace, str(model))
+        if run.dir.is_dir():  # an unfinished one too: loading it says so
+            return ModelRef(run.name, run.dir)
+    if runs.Run(Path(model)).finished:
+        return ModelRef(runs.Run(Path(model)).name, Path(model))
+    choices = list(pretrained.NAMES) + [r.id for r in runs.list_runs(workspace)]
     raise OrpheusError(f"unknown model {str(model)!r}", hint=f"choose one of: {', '.join(choices)}")
 
 

@@ -32,7 +32,6 @@ Models:
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,12 +45,10 @@ from threadpoolctl import threadpool_limits
 from orpheus import audio, pretrained
 from orpheus.audio import LogMelParams
 from orpheus.errors import OrpheusError
-from orpheus.features import LOG_MEL, MUSICNN, WAVEFORM, Recipe, zero_padded_edges
+from orpheus.features import LOG_MEL, MUSICNN, Recipe, zero_padded_edges
 
 if TYPE_CHECKING:
     import keras
-
-MODEL_FILE = "model.keras"
 
 
 @dataclass
@@ -140,52 +137,31 @@ class Tagger:
 
     @classmethod
     def from_run(cls, workspace_root: str | Path, run: str, **kwargs) -> Tagger:
-        """A model trained by Orpheus: `<workspace_root>/runs/<run>/` (run may be `run/<id>`)."""
-        run_id = run.removeprefix("run/")
-        return cls.from_run_dir(
-            Path(workspace_root) / "runs" / run_id, name=f"run/{run_id}", **kwargs
-        )
+        """A model trained by Orpheus: run `run` (`ID` or `run/ID`) of the workspace at
+        `workspace_root`, found where its manifest or `model-training.log_dir` says."""
+        from orpheus import runs
+
+        return cls._of_run(runs.open_run(workspace_root, run), **kwargs)
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, *, name: str | None = None, **kwargs) -> Tagger:
         """A run folder holding model.keras, labels.json and config.json."""
-        run_dir = Path(run_dir)
-        name = name or f"run/{run_dir.name}"
-        if not run_dir.is_dir():
-            raise OrpheusError(f"no run {name}: {run_dir} does not exist")
-        missing = [
-            f for f in (MODEL_FILE, "labels.json", "config.json") if not (run_dir / f).is_file()
-        ]
-        if missing:
-            raise OrpheusError(
-                f"run {name} has no {', '.join(missing)} (training has not finished?)",
-                hint=f"finish it with `orpheus train --resume {run_dir.name}`",
-            )
-        try:
-            labels = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
-            cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-            import keras
+        from orpheus import runs
 
-            model = keras.models.load_model(run_dir / MODEL_FILE, safe_mode=True, compile=False)
-        except Exception as exc:  # a corrupt or foreign file: say which, never a traceback
-            raise OrpheusError(f"cannot load run {name}: {type(exc).__name__}: {exc}") from None
-        records = cfg.get("tfrecords", {})
-        sample_rate = run_sample_rate(run_dir)
-        mel = LogMelParams(
-            sample_rate=sample_rate,
-            n_fft=int(records.get("n_fft", 512)),
-            hop_length=int(records.get("hop_length", 256)),
-            n_mels=int(records.get("n_mels", 96)),
-        )
-        frontend = cfg.get("frontend") or (LOG_MEL if len(model.input_shape) == 3 else WAVEFORM)
-        window = model.input_shape[1]
-        if window is None:
-            recipe = Recipe.from_seconds(
-                frontend, mel, float(cfg["model-training"]["window_length"])
+        return cls._of_run(runs.open_run(run_dir), name=name, **kwargs)
+
+    @classmethod
+    def _of_run(cls, run, *, name: str | None = None, **kwargs) -> Tagger:
+        """The run's model with the recipe the run recorded (`orpheus.runs.Run.recipe`)."""
+        from orpheus import runs
+
+        model, recipe = runs.load_model(run), run.recipe
+        if model.input_shape[1] not in (None, recipe.window):
+            raise OrpheusError(
+                f"run {run.name}: its model takes windows of {model.input_shape[1]} steps, "
+                f"its recipe says {recipe.window} ({run.config_path})"
             )
-        else:
-            recipe = Recipe(frontend, mel, int(window))
-        return cls(model, labels, recipe=recipe, name=name, **kwargs)
+        return cls(model, run.labels, recipe=recipe, name=name or run.name, **kwargs)
 
     # -- features and windows -----------------------------------------------------------------
 
@@ -329,15 +305,6 @@ class _Prepared:
     starts: np.ndarray
     duration: float
     note: str | None
-
-
-def run_sample_rate(run_dir: str | Path) -> int:
-    """The sample rate a trained run's features use (from its config.json; no TensorFlow)."""
-    try:
-        cfg = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-        return int(cfg.get("tfrecords", {}).get("sample_rate", audio.DEFAULT_SR))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return audio.DEFAULT_SR  # loading the run reports what is wrong with it
 
 
 def check_length(samples: int, sr: int, min_seconds: float, source: str | Path) -> None:
