@@ -159,3 +159,25 @@ def test_streamed_tags_equal_those_of_whole_file_decoding(song):
     # features may differ by 2e-6 (above) where BLAS kernels differ: 1e-5 after the model leaves
     # room for that. A frame off by one, or a lost block, moves them by 1e-3 or more.
     np.testing.assert_allclose(streamed.probabilities, whole.probabilities, rtol=0, atol=1e-5)
+
+
+def test_files_tagged_together_equal_files_tagged_alone(song, tmp_path):
+    """tag_files puts several files' windows into one model call: each file's result must be
+    the one it gets alone, in the files' order, a broken file in between."""
+    from orpheus.tagger import Tagger
+
+    tagger = Tagger.pretrained("msd-musicnn")
+    paths = []
+    for k, seconds in enumerate((4.0, 7.0, 3.5, 5.0)):
+        paths.append(tmp_path / f"clip{k}.flac")
+        sf.write(paths[-1], music(seconds, sr=22050, seed=k), 22050)
+    (tmp_path / "broken.mp3").write_bytes(b"not audio" * 100)
+    paths.insert(2, tmp_path / "broken.mp3")
+    together = list(tagger.tag_files(paths + [song["mp3"]], hop=1.0))
+    assert [p for p, _ in together] == paths + [song["mp3"]]
+    assert isinstance(together[2][1], audio.AudioError)
+    for path, result in together[:2] + together[3:]:
+        alone = tagger.tag_file(path, hop=1.0)
+        np.testing.assert_array_equal(result.starts, alone.starts)
+        # other batch shapes round differently in the model's kernels: ~1e-7
+        np.testing.assert_allclose(result.taggram, alone.taggram, rtol=0, atol=1e-5)
