@@ -96,15 +96,18 @@ def datasets(
     tids: Collection[str] | None = None,
     repeat: bool = False,
     cache: bool = False,
+    recipe: features.Recipe | None = None,
 ) -> tuple[dict[str, tf.data.Dataset], list[str]]:
     """Batched (x, y) datasets per split, and the label names (the order of y's columns).
 
     Train: random windows (if `window_random`), shuffled files and examples (if `shuffle`),
     full batches only; with `repeat`, the train split repeats forever before batching (for a
     fixed number of steps per epoch). Other splits: centred windows, file order, last batch kept.
-    With `cache`, each split's parsed examples stay in memory after the first pass.
+    With `cache`, each split's parsed examples stay in memory after the first pass. A `recipe`
+    (a pretrained model's) gives the window length in steps and whether windows are normalised.
     """
     index, length, labels, groups = _setup(records_dir, cfg)
+    length, scale = (recipe.window, recipe.normalise) if recipe else (length, True)
     mt = cfg["model-training"]
     feature = _feature_shape(spec_of(index))
     step_bytes = 2 * math.prod(feature)  # stored as float16
@@ -131,7 +134,7 @@ def datasets(
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         ds = ds.batch(mt["batch_size"], drop_remainder=training).map(
-            lambda w, y: (_decode_windows(w, length, feature), y),
+            lambda w, y: (_decode_windows(w, length, feature, scale), y),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         out[name] = ds.prefetch(tf.data.AUTOTUNE)
@@ -146,12 +149,14 @@ def track_windows(
     *,
     hop_seconds: float | None = None,
     tids: Collection[str] | None = None,
+    recipe: features.Recipe | None = None,
 ) -> tf.data.Dataset:
     """(tid, windows, y) per track, in file order, for song-level evaluation.
 
     `windows` is (n, frames, n_mels) or (n, samples): evenly spaced, normalised windows covering
     the whole track, about `hop_seconds` apart (default: one window length; see `even_windows`).
     `labels` are the trained model's (merge groups are taken from `cfg["tags"]["merge"]`).
+    A `recipe` (the run's) gives the window length in steps and whether windows are normalised.
     """
     index = read_index(records_dir)
     spec = spec_of(index)
@@ -159,13 +164,16 @@ def track_windows(
     seconds = cfg["model-training"]["window_length"]
     length = _window_length(spec, seconds)
     hop = _window_length(spec, hop_seconds if hop_seconds else seconds)
+    if recipe is not None:
+        length, hop = recipe.window, recipe.hop_steps(hop_seconds)
+    scale = recipe is None or recipe.normalise
     groups = _groups_for(labels, index["vocabulary"], cfg["tags"].get("merge") or [])
     ds = _examples(records_dir, index, split, groups, cfg["model-training"], tids, False, 0)
     feature = _feature_shape(spec)
     return ds.map(
         lambda ex: (
             ex["tid"],
-            features.normalise(_even_windows(_decode(ex, feature), length, hop), batched=True),
+            _scaled(_even_windows(_decode(ex, feature), length, hop), scale),
             ex["y"],
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -302,11 +310,17 @@ def _cut(ex, length: int, step_bytes: int, seed=None):
     return tf.strings.substr(audio, start * step_bytes, length * step_bytes)
 
 
-def _decode_windows(cut, length: int, feature: list[int]):
-    """A batch of window bytes -> normalised float32 windows (batch, length, *feature)."""
+def _decode_windows(cut, length: int, feature: list[int], scale: bool = True):
+    """A batch of window bytes -> float32 windows (batch, length, *feature), normalised if
+    `scale`."""
     x = tf.io.decode_raw(cut, tf.float16, little_endian=True)
     x = tf.cast(tf.reshape(x, [tf.shape(cut)[0], length, *feature]), tf.float32)
-    return features.normalise(x, batched=True)
+    return _scaled(x, scale)
+
+
+def _scaled(windows, scale: bool):
+    """Windows normalised one by one when `scale` (Orpheus's recipes), else as they are."""
+    return features.normalise(windows, batched=True) if scale else windows
 
 
 def _fill(x, length: int):
