@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -71,6 +72,21 @@ def make_strategy(
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def peer_lost(exc: BaseException) -> str | None:
+    """One line when a multi-worker step failed because a peer worker is gone (killed, crashed,
+    unreachable), else None. The collective ops then fail with Unavailable (connection reset,
+    socket closed) or, after TensorFlow's own health checks, Aborted or DeadlineExceeded; the
+    message names the peer as e.g. "remote target /job:worker/replica:0/task:1"."""
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+    if not isinstance(exc, lost):
+        return None
+    found = re.search(
+        r"(?:remote target |check alive failed, )/job:\w+/replica:\d+/task:(\d+)", str(exc)
+    )
+    who = f"worker {found.group(1)}" if found else "a peer worker"
+    return f"{who} of the run is gone: a multi-worker run cannot go on without it"
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

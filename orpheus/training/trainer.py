@@ -52,7 +52,13 @@ from orpheus.training.options import (
 from orpheus.training.progress import PrintReporter, Reporter
 from orpheus.training.schedules import Schedule, ScheduledMomentumSGD, make_optimizer
 from orpheus.training.steps import count_batches, make_metrics
-from orpheus.training.strategy import dtype_policy, is_chief, is_multi_worker, policy_scope
+from orpheus.training.strategy import (
+    dtype_policy,
+    is_chief,
+    is_multi_worker,
+    peer_lost,
+    policy_scope,
+)
 
 
 class Trainer:
@@ -201,9 +207,16 @@ class Trainer:
             self._fail("interrupted", "interrupted by the user")
             raise
         except BaseException as exc:
-            self._fail("failed", f"failed: {type(exc).__name__}: {exc}")
-            raise
-        return self._finish(stopped or "completed")
+            lost = peer_lost(exc) if self.multi_worker else None
+            self._fail("failed", lost or f"failed: {type(exc).__name__}: {exc}")
+            if lost is None:
+                raise
+        else:
+            return self._finish(stopped or "completed")
+        # raised out of the handler, so the failed collective's frames go now (the thread pool
+        # TensorFlow's all-reduce left in them would otherwise print a traceback at exit)
+        run = self.run_dir.name if self.run_dir is not None else "RUN"
+        raise TrainingError(lost, hint=f"restart every worker with --resume {run}")
 
     def _check_precision(self, state: dict) -> None:
         """A run's checkpoints hold a loss scaler's variables only under mixed precision."""
