@@ -101,10 +101,11 @@ def stream_audio(
     yielded = False
     try:
         with sf.SoundFile(str(path)) as f:
-            for block in f.blocks(block_frames, dtype="float32", always_2d=True):
-                if len(block):
-                    yielded = True
-                    yield block, int(f.samplerate)
+            # Not `f.blocks`: after a short read (a truncated MP3 whose header promises more)
+            # it yields its buffer's stale frames again until the promised length is reached.
+            while len(block := f.read(block_frames, dtype="float32", always_2d=True)):
+                yielded = True
+                yield block, int(f.samplerate)
     except errors as exc:
         if not yielded:  # else a damaged tail: keep what came before it
             yield from _stream_av(path, _short_reason(exc), block_frames)
