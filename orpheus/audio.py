@@ -3,8 +3,10 @@
 Decoding is libsndfile (via soundfile: WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, ...) first, then
 PyAV (FFmpeg) for what libsndfile cannot open: MP4/AAC/ALAC, WMA, APE, WavPack, Matroska audio;
 resampling is soxr. Decoders disagree by a few hundred samples on the same MP3, which shifts frames
-and changes model outputs, so every stage decodes through `read_audio` and a given file always
-meets the same decoder.
+and changes model outputs, so every stage decodes through `stream_audio` and a given file always
+meets the same decoder. Files stream (`stream_audio`, `mono_blocks`, `decode_track`): decoded in
+blocks, mixed down and resampled as they arrive, reduced to the log-mel and per-block loudness
+on the way, so tagging an hour costs the memory of its features, not of its audio.
 
 The log-mel is musicnn's (Pons & Serra 2019): 16 kHz, n_fft 512, hop 256, 96 Slaney mel bands,
 power spectrogram of centred frames with the signal reflected at its ends (the librosa musicnn was
