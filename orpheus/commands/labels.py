@@ -70,7 +70,7 @@ def import_(
         )
     common.save_tag_rows(ws.path(TAG_DB), imported.rows)
     save_table(imported.tracks, ws.path(TABLE))
-    _, split_source = splits.assign(imported.tracks, ws.config["model-training"]["split"])
+    _, split_source = splits.assign(imported.tracks, ws.settings.model_training.split)
     params = {"source": source, "paths": [str(p) for p in given], "audio_root": str(root)}
     inputs = {f"labels{i}": p for i, p in enumerate(given)}
     summary = {"tracks": len(imported.tracks), "tags": imported.tags, "rows": len(imported.rows)}

@@ -62,7 +62,7 @@ def command(
     source = ws.tracks_artifact()  # `wrangle`, or `labels` when labels were imported
     tracks = pd.read_parquet(ws.require(source))
     root = ws.audio_root()
-    cfg = ws.config["silence"]
+    cfg = ws.settings.silence
     given = {
         "min_size": min_size,
         "filter_trim_length": filter_trim_length,
@@ -70,7 +70,7 @@ def command(
         "filter_max_silence": filter_max_silence,
         "top_db": top_db,
     }
-    params = {k: (v if v is not None else cfg[k]) for k, v in given.items()}
+    params = {k: (v if v is not None else getattr(cfg, k)) for k, v in given.items()}
     _check(params)
     thresholds = sil.Thresholds(**{k: v for k, v in params.items() if k != "top_db"})
 
@@ -79,8 +79,8 @@ def command(
         ws.path(JOURNAL),
         sil.STAT_COLUMNS,
         params={},  # rows are keyed by path, size, mtime and top_db, like the cache's
-        every=cfg["checkpoint_tracks"],
-        seconds=cfg["checkpoint_seconds"],
+        every=cfg.checkpoint_tracks,
+        seconds=cfg.checkpoint_seconds,
     )
     partial = journal.open()  # the statistics an interrupted run saved
     frames = [pd.read_parquet(stats_path)] if stats_path.exists() else []

@@ -161,7 +161,7 @@ def clean(
     )
 
     ws = workspace(ctx)
-    cfg = ws.config["tags-cleaning"]
+    cfg = ws.settings.tags_cleaning
     src = _input_db(ws, lastfm_db)
     imported = lastfm_db is None and ws.label_source() != LASTFM
     profile = profile or (PASSTHROUGH_PROFILE if imported else LASTFM_PROFILE)
@@ -170,16 +170,16 @@ def clean(
         raise OrpheusError(
             "--min-tracks belongs to the passthrough profile", hint="use --threshold"
         )
-    lists_dir = lists if lists is not None else _config_path(ws, cfg.get("lists"))
-    groups = combine if combine else cfg.get("combine") or []
+    lists_dir = lists if lists is not None else _config_path(ws, cfg.lists)
+    groups = combine or cfg.combine
     params = CleaningParams(
-        threshold=threshold if threshold is not None else int(cfg["threshold"]),
-        sub_threshold=sub_threshold if sub_threshold is not None else int(cfg["sub_threshold"]),
-        val=val if val is not None else float(cfg["val"]),
+        threshold=threshold if threshold is not None else cfg.threshold,
+        sub_threshold=sub_threshold if sub_threshold is not None else cfg.sub_threshold,
+        val=val if val is not None else float(cfg.val),
         combine=tuple(_group(g) for g in groups),
-        drop=tuple(drop if drop else cfg.get("drop") or []),
+        drop=tuple(drop or cfg.drop),
         profile=profile,
-        min_tracks=(min_tracks or ws.settings.tags_cleaning.min_tracks) if passthrough else 1,
+        min_tracks=(min_tracks or cfg.min_tracks) if passthrough else 1,
     )
     tag_lists = None if passthrough else load_lists(lists_dir)
     dest = ws.path(CLEAN_DB)

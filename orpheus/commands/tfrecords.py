@@ -55,8 +55,8 @@ def build(
     from orpheus.lastfm.db import LastFm
 
     ws = workspace(ctx)
-    cfg = ws.config
-    tcfg = cfg["tfrecords"]
+    settings = ws.settings
+    tcfg, split = settings.tfrecords, settings.model_training.split
     if workers is not None and workers < 1:
         raise OrpheusError(f"--workers must be at least 1, got {workers}")
     if shards is not None and shards < 1:
@@ -65,20 +65,20 @@ def build(
         if value is not None and value < 1:
             raise OrpheusError(f"{flag} must be positive, got {value}")
     params = LogMelParams(
-        sample_rate=sr or tcfg["sample_rate"],
-        n_fft=tcfg["n_fft"],
-        hop_length=tcfg["hop_length"],
-        n_mels=mels or tcfg["n_mels"],
+        sample_rate=sr or tcfg.sample_rate,
+        n_fft=tcfg.n_fft,
+        hop_length=tcfg.hop_length,
+        n_mels=mels or tcfg.n_mels,
     )
-    spec = records.FeatureSpec(fmt or tcfg["format"], params)
-    n_shards = shards if shards is not None else tcfg["shards"]
-    compression = "GZIP" if gzip else tcfg["compression"]
+    spec = records.FeatureSpec(fmt or tcfg.format, params)
+    n_shards = shards if shards is not None else tcfg.shards
+    compression = "GZIP" if gzip else tcfg.compression
 
     silence = ws.require("silence")
     present = set(pq.read_schema(silence).names)
     wanted = ["track_id", "file_path", *({"artist", "split"} & present)]  # from labels import
     table = pd.read_parquet(silence, columns=wanted)
-    assigned, split_source = splits.assign(table, cfg["model-training"]["split"])
+    assigned, split_source = splits.assign(table, split)
     root = ws.audio_root()
     with LastFm(ws.require("clean-tags")) as db:
         vocabulary = db.vocabulary()
@@ -91,7 +91,7 @@ def build(
         vocabulary,
         popularity,
         spec=spec,
-        split=cfg["model-training"]["split"],
+        split=split,
         shards=n_shards,
         compression=compression,
         assigned=assigned,
@@ -118,7 +118,7 @@ def build(
         params={
             **spec.to_dict(),
             "compression": compression,
-            "split": cfg["model-training"]["split"],
+            "split": split,
             "split_source": split_source,
             "shards": len(index["shards"]),
         },
