@@ -1,5 +1,5 @@
-"""Learning from the pretrained taggers: the embedding cache, heads' inputs and the pipeline's
-musicnn windows, on the example corpus.
+"""Learning from the pretrained taggers: heads on cached embeddings and fine-tuning, end to end
+(train, test, predict), the cache itself and the pipeline's musicnn windows, on the example corpus.
 
 One workspace (the example corpus through `tfrecords build`, musicnn's features: 16 kHz, 96 mels,
 n_fft 512, hop 256) is shared by the module; a test that changes what others read works on a copy.
@@ -11,7 +11,9 @@ import json
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
@@ -19,6 +21,7 @@ from typer.testing import CliRunner
 from orpheus import embeddings, features, finetune, heads, pretrained, records
 from orpheus.cli import app
 from orpheus.example.layouts import use_example
+from orpheus.models.musicnn import build_musicnn
 from orpheus.workspace import STALE, Workspace
 
 runner = CliRunner()
@@ -26,6 +29,9 @@ NO_WS = {"ORPHEUS_WORKSPACE": ""}
 SPLIT = [40, 20, 40]  # several labelled tracks in every split of the 20 tagged example tracks
 REFERENCE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
 CROSS_CPU = 5e-5  # test_musicnn's tolerance: 4x the measured AVX2/AVX-512 difference of TF1 runs
+# A record holds the log-mel rounded to float16 (relative error <= 5e-4) while predict computes it
+# in float32 from audio: a bound on what that moves song-level probabilities through musicnn.
+FLOAT16_INPUT = 5e-3
 
 
 def orpheus(ws: Path, *args: str):
@@ -54,6 +60,148 @@ def workspace(example_corpus: Path, tmp_path_factory) -> Path:
     ):
         ok(orpheus(root, "-q", *args))
     return root
+
+
+def _test_track(ws: Path) -> tuple[dict, Path]:
+    """The first test-split record, decoded, and its audio file."""
+    ex = _decoded(ws / "tfrecords/log-mel", "test")[0]
+    table = pd.read_parquet(ws / "data/silence.parquet").set_index("track_id")["file_path"]
+    return ex, Path(Workspace.open(ws).config["paths"]["audio_root"]) / table[ex["tid"]]
+
+
+def _predicted(ws: Path, run: str, song: Path) -> np.ndarray:
+    result = orpheus(ws, "predict", str(song), "--model", run, "-f", "json", "-t", "0")
+    ok(result)
+    (record,) = json.loads(result.stdout)
+    labels = json.loads((ws / "runs" / run / "labels.json").read_text())
+    return np.array([record["probabilities"][label] for label in labels])
+
+
+def _tested(ws: Path, run: str) -> dict:
+    result = orpheus(ws, "-q", "test", "--run", run, "--json")
+    ok(result)
+    metrics = json.loads(result.stdout)
+    assert 0.0 <= metrics["roc_auc_macro"] <= 1.0 and 0.0 <= metrics["pr_auc_macro"] <= 1.0
+    return metrics
+
+
+def _recipe(run_dir: Path) -> features.Recipe:
+    return features.Recipe.from_dict(json.loads((run_dir / "config.json").read_text())["recipe"])
+
+
+# -- embedding heads ------------------------------------------------------------------------------
+
+
+def test_head_run_trains_from_cached_embeddings_then_tests_and_predicts(workspace):
+    ok(
+        orpheus(
+            workspace,
+            "-q",
+            "train",
+            "--head",
+            "linear",
+            "--embeddings",
+            "msd-musicnn",
+            "--epochs",
+            "3",
+            "--run-name",
+            "head",
+        )
+    )
+    run = workspace / "runs/head"
+    assert _recipe(run) == _musicnn_recipe()
+    manifest = Workspace.open(workspace)
+    entry = manifest.entry("embeddings/msd-musicnn")
+    assert set(entry["inputs"]) == {"tfrecords", "model"}
+    assert entry["inputs"]["tfrecords"]["artifact"] == "tfrecords/log-mel"
+    assert (
+        manifest.entry("run/head")["inputs"]["embeddings"]["artifact"] == "embeddings/msd-musicnn"
+    )
+    _tested(workspace, "head")
+
+    # predict feeds musicnn's un-normalised 3 s windows through musicnn and the head: its song
+    # probabilities equal the trained output layer applied, in NumPy, to the cached embeddings
+    ex, song = _test_track(workspace)
+    emb = embeddings.load(workspace / "embeddings/msd-musicnn.npz")
+    (i,) = np.flatnonzero(emb.tids == ex["tid"])
+    model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+    kernel, bias = model.get_layer("output").get_weights()
+    expected = (1 / (1 + np.exp(-(emb.vectors[emb.track == i] @ kernel + bias)))).mean(axis=0)
+    np.testing.assert_allclose(_predicted(workspace, "head", song), expected, atol=FLOAT16_INPUT)
+
+    # a second head (an MLP on song-level means) reuses the cache: the file is not rewritten
+    cache = workspace / "embeddings/msd-musicnn.npz"
+    before = (cache.stat().st_mtime_ns, Workspace.open(workspace).entry("embeddings/msd-musicnn"))
+    ok(
+        orpheus(
+            workspace,
+            "-q",
+            "train",
+            "--head",
+            "mlp",
+            "--head-level",
+            "song",
+            "--embeddings",
+            "msd-musicnn",
+            "--epochs",
+            "2",
+            "--run-name",
+            "mlp",
+        )
+    )
+    after = (cache.stat().st_mtime_ns, Workspace.open(workspace).entry("embeddings/msd-musicnn"))
+    assert after == before
+    _tested(workspace, "mlp")
+    assert _predicted(workspace, "mlp", song).shape == expected.shape
+
+
+# -- fine-tuning ----------------------------------------------------------------------------------
+
+
+def test_finetuned_run_keeps_its_frozen_front_end_then_tests_and_predicts(workspace):
+    ok(
+        orpheus(
+            workspace,
+            "-q",
+            "train",
+            "--init",
+            "mtt-musicnn",
+            "--freeze",
+            "frontend",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--run-name",
+            "ft",
+        )
+    )
+    run = workspace / "runs/ft"
+    assert _recipe(run) == _musicnn_recipe()
+    labels = json.loads((run / "labels.json").read_text())
+    model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+    assert model.output_shape == (None, len(labels)) and model.input_shape == (None, 187, 96)
+    original = build_musicnn(50)
+    original.load_weights(pretrained.weights_path("mtt-musicnn"))
+    for name in ("input_bn", "timbral_38", "timbral_67_bn", "temporal_32"):
+        for mine, theirs in zip(
+            model.get_layer(name).get_weights(), original.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(mine, theirs)
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(
+            model.get_layer("dense").get_weights(),
+            original.get_layer("dense").get_weights(),
+            strict=True,
+        )
+    ]
+    assert any(moved)
+    _tested(workspace, "ft")
+    ex, song = _test_track(workspace)
+    wins, _ = _recipe(run).windows(ex["audio"])
+    expected = model(tf.constant(wins), training=False).numpy().mean(axis=0)
+    np.testing.assert_allclose(_predicted(workspace, "ft", song), expected, atol=FLOAT16_INPUT)
 
 
 def _musicnn_recipe() -> features.Recipe:

@@ -64,11 +64,35 @@ def command(
         bool,
         typer.Option("--cache", help="Keep the parsed TFRecords in memory after the first epoch."),
     ] = False,
+    head: Annotated[
+        str | None,
+        typer.Option(help="Train a linear or mlp head on a pretrained model's embeddings."),
+    ] = None,
+    embeddings: Annotated[
+        str | None,
+        typer.Option(help="With --head: msd-musicnn, mtt-musicnn or a run (default msd-musicnn)."),
+    ] = None,
+    head_level: Annotated[
+        str, typer.Option(help="With --head: learn from each window's embedding, or a song's mean.")
+    ] = "window",
+    init: Annotated[
+        str | None,
+        typer.Option(help="Fine-tune msd-musicnn, mtt-musicnn or a run, with a new output layer."),
+    ] = None,
+    freeze: Annotated[
+        str, typer.Option(help="With --init: what stays fixed: frontend, all-but-head or none.")
+    ] = "frontend",
     extra: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
     """Train the tagger (waveform or log-mel front end); each run gets a folder runs/<id>."""
     from orpheus.training import lifecycle
 
+    if head or init or embeddings:
+        lifecycle.check(lifecycle.TrainRequest(epochs=epochs, run_name=run_name))
+        _transfer(
+            ctx, head, embeddings, head_level, init, freeze, run_name, epochs, steps_per_epoch
+        )
+        return
     gpu_ids, hosts = _spread_lists(gpus, worker_hosts, extra)
     request = lifecycle.TrainRequest(
         frontend=frontend,
@@ -118,6 +142,46 @@ def command(
             hint=f"lower the learning rate; the run can go on with `--resume {plan.run_id}`",
             exit_code=EXIT_PARTIAL,
         )
+
+
+def _transfer(ctx, head, source, level, init, freeze, run_name, epochs, steps) -> None:
+    """--head / --init: learn from a pretrained model (`orpheus.heads`, `orpheus.finetune`)."""
+    import datetime as dt
+
+    from orpheus import finetune, heads, pretrained
+
+    if init and (head or source):
+        raise OrpheusError("--init fine-tunes, --head/--embeddings train a head: choose one")
+    ws = workspace(ctx)
+    run_id = run_name or f"{'finetune' if init else 'head'}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    with progress(ctx) as bar:
+        reporter = _Reporter(ctx, bar)
+        if init:
+            outcome = finetune.finetune(
+                ws,
+                init,
+                freeze=freeze,
+                run_id=run_id,
+                epochs=epochs,
+                steps_per_epoch=steps,
+                reporter=reporter,
+            )
+        else:
+            outcome = heads.train_head(
+                ws,
+                source or pretrained.DEFAULT,
+                kind=head or "linear",
+                level=level,
+                run_id=run_id,
+                epochs=epochs,
+                reporter=reporter,
+            )
+    result = outcome.result
+    console.print(
+        f"run {run_id}: {result.status} after {result.epochs_done} epochs; "
+        f"best {result.monitor} {result.best or 0:.4f}"
+    )
+    console.print(f"model: {result.model_path}")
 
 
 # -- option handling ------------------------------------------------------------------------------
