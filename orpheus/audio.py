@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from orpheus.config import settings
 from orpheus.errors import OrpheusError
 
-DEFAULT_SR = 16000
+_FEATURES = settings().tfrecords  # the feature defaults live in the config schema only
+DEFAULT_SR = _FEATURES.sample_rate
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,9 @@ class LogMelParams:
     """Parameters of the log-mel feature; stored with every artifact that holds features."""
 
     sample_rate: int = DEFAULT_SR
-    n_fft: int = 512
-    hop_length: int = 256
-    n_mels: int = 96
+    n_fft: int = _FEATURES.n_fft
+    hop_length: int = _FEATURES.hop_length
+    n_mels: int = _FEATURES.n_mels
 
     def to_dict(self) -> dict:
         return asdict(self)

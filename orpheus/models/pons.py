@@ -22,11 +22,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from orpheus.config import settings
+
 FRONTENDS = ("waveform", "log-mel")
-BACKEND_FILTERS = 512
+BACKEND_FILTERS = settings().model.n_backend_filters  # the paper's 512, from the config schema
+N_MELS = settings().tfrecords.n_mels
 
 
-def input_shape(frontend: str, input_length: int, n_mels: int = 96) -> tuple[int, ...]:
+def input_shape(frontend: str, input_length: int, n_mels: int = N_MELS) -> tuple[int, ...]:
     """Shape of one input window (no batch axis): (samples,) or (frames, mels)."""
     _check_frontend(frontend)
     return (input_length,) if frontend == "waveform" else (input_length, n_mels)
@@ -39,7 +42,7 @@ def build_model(
     n_filters: int,
     n_dense_units: int,
     input_length: int,
-    n_mels: int = 96,
+    n_mels: int = N_MELS,
     backend_filters: int = BACKEND_FILTERS,
     dropout: float = 0.5,
 ) -> keras.Model:
