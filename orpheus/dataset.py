@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from orpheus import features
+from orpheus.config import Settings, TrainingSettings
 from orpheus.errors import OrpheusError
 from orpheus.records import read_index, spec_of
 
@@ -89,7 +90,7 @@ def select_labels(
 
 def datasets(
     records_dir: Path,
-    cfg: dict,
+    cfg: dict | Settings,
     splits: Sequence[str] = ("train", "valid"),
     *,
     seed: int = 0,
@@ -106,23 +107,24 @@ def datasets(
     With `cache`, each split's parsed examples stay in memory after the first pass. A `recipe`
     (a pretrained model's) gives the window length in steps and whether windows are normalised.
     """
-    index, length, labels, groups = _setup(records_dir, cfg)
+    settings = _settings(cfg)
+    index, length, labels, groups = _setup(records_dir, settings)
     length, scale = (recipe.window, recipe.normalise) if recipe else (length, True)
-    mt = cfg["model-training"]
+    mt = settings.model_training
     feature = _feature_shape(spec_of(index))
     step_bytes = 2 * math.prod(feature)  # stored as float16
     out: dict[str, tf.data.Dataset] = {}
     for k, name in enumerate(splits):
         training = name == "train"
-        shuffle = training and bool(mt["shuffle"])
+        shuffle = training and mt.shuffle
         ds = _examples(records_dir, index, name, groups, mt, tids, shuffle, seed + 7 * k)
         if cache:
             ds = ds.cache()
         if shuffle:
-            ds = ds.shuffle(mt["shuffle_buffer_size"], seed=seed + 7 * k + 1)
+            ds = ds.shuffle(mt.shuffle_buffer_size, seed=seed + 7 * k + 1)
         if repeat and training:
             ds = ds.repeat()  # before batching, so a split smaller than a batch still fills one
-        if training and mt["window_random"]:
+        if training and mt.window_random:
             noise = tf.data.Dataset.random(seed=seed + 7 * k + 2).batch(2)
             ds = tf.data.Dataset.zip((ds, noise)).map(
                 lambda ex, s: (_cut(ex, length, step_bytes, seed=s), ex["y"]),
@@ -133,7 +135,7 @@ def datasets(
                 lambda ex: (_cut(ex, length, step_bytes), ex["y"]),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
-        ds = ds.batch(mt["batch_size"], drop_remainder=training).map(
+        ds = ds.batch(mt.batch_size, drop_remainder=training).map(
             lambda w, y: (_decode_windows(w, length, feature, scale), y),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
@@ -143,7 +145,7 @@ def datasets(
 
 def track_windows(
     records_dir: Path,
-    cfg: dict,
+    cfg: dict | Settings,
     split: str,
     labels: Sequence[str],
     *,
@@ -155,20 +157,22 @@ def track_windows(
 
     `windows` is (n, frames, n_mels) or (n, samples): evenly spaced, normalised windows covering
     the whole track, about `hop_seconds` apart (default: one window length; see `even_windows`).
-    `labels` are the trained model's (merge groups are taken from `cfg["tags"]["merge"]`).
+    `labels` are the trained model's (merge groups are taken from `tags.merge`).
     A `recipe` (the run's) gives the window length in steps and whether windows are normalised.
     """
     index = read_index(records_dir)
     spec = spec_of(index)
-    _check_split(index, cfg["model-training"]["split"], records_dir)
-    seconds = cfg["model-training"]["window_length"]
+    settings = _settings(cfg)
+    mt = settings.model_training
+    _check_split(index, mt.split, records_dir)
+    seconds = mt.window_length
     length = _window_length(spec, seconds)
     hop = _window_length(spec, hop_seconds if hop_seconds else seconds)
     if recipe is not None:
         length, hop = recipe.window, recipe.hop_steps(hop_seconds)
     scale = recipe is None or recipe.normalise
-    groups = _groups_for(labels, index["vocabulary"], cfg["tags"].get("merge") or [])
-    ds = _examples(records_dir, index, split, groups, cfg["model-training"], tids, False, 0)
+    groups = _groups_for(labels, index["vocabulary"], settings.tags.merge or [])
+    ds = _examples(records_dir, index, split, groups, mt, tids, False, 0)
     feature = _feature_shape(spec)
     return ds.map(
         lambda ex: (
@@ -183,12 +187,19 @@ def track_windows(
 # -- internals ----------------------------------------------------------------------------
 
 
-def _setup(records_dir: Path, cfg: dict) -> tuple[dict, int, list[str], list[list[int]]]:
+def _settings(cfg: dict | Settings) -> Settings:
+    """The typed config, from a config dict (defaults fill what it lacks) or as given."""
+    return cfg if isinstance(cfg, Settings) else Settings.from_dict(cfg)
+
+
+def _setup(records_dir: Path, settings: Settings) -> tuple[dict, int, list[str], list[list[int]]]:
     index = read_index(records_dir)
-    mt = cfg["model-training"]
-    _check_split(index, mt["split"], records_dir)
-    length = _window_length(spec_of(index), mt["window_length"])
-    labels, groups = select_labels(index["vocabulary"], index["popularity"], cfg["tags"])
+    mt = settings.model_training
+    _check_split(index, mt.split, records_dir)
+    length = _window_length(spec_of(index), mt.window_length)
+    tags = settings.tags
+    selection = {"top": tags.top, "with": tags.with_, "without": tags.without, "merge": tags.merge}
+    labels, groups = select_labels(index["vocabulary"], index["popularity"], selection)
     return index, length, labels, groups
 
 
@@ -223,7 +234,7 @@ def _examples(
     index: Mapping,
     split: str,
     groups: list[list[int]],
-    mt: Mapping,
+    mt: TrainingSettings,
     tids: Collection[str] | None,
     shuffle_files: bool,
     seed: int,
@@ -256,8 +267,8 @@ def _examples(
         ds = ds.shuffle(len(files), seed=seed)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-        cycle_length=max(1, int(mt.get("interleave_cycle_length", 1))),
-        block_length=max(1, int(mt.get("interleave_block_length", 1))),
+        cycle_length=max(1, mt.interleave_cycle_length),
+        block_length=max(1, mt.interleave_block_length),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
