@@ -140,7 +140,7 @@ def train_head(
         _dataset(valid, BATCH[level], None) if len(valid.x) else None,
     )
     if result.model_path is not None:
-        head = keras.models.load_model(result.model_path, compile=False)
+        head = keras.models.load_model(result.model_path, safe_mode=True, compile=False)
         finetune.save_model(compose(source.model, head), Path(result.model_path))
     finetune.register(
         ws,

@@ -107,7 +107,9 @@ class Run:
                 return Recipe.from_dict(self._saved["recipe"])
             except (TypeError, KeyError) as exc:
                 raise OrpheusError(f"{self.config_path}: bad 'recipe' ({exc})") from None
-        if self.dir not in _NOTED:  # once per run and process (predict reads it twice)
+        # Once per run and process (predict reads it twice); never to stdout when stderr is
+        # closed (print(file=None) would write there, into the user's JSON).
+        if self.dir not in _NOTED and sys.stderr is not None:
             _NOTED.add(self.dir)
             print(
                 f"note: run {self.id} predates recorded recipes: its features are read from its "

@@ -614,8 +614,10 @@ def test_no_pickle_or_eval_on_user_files():
         assert "safe_mode=False" not in text and "enable_unsafe_deserialization" not in text, path
         for call in re.findall(r"np\.load\(([^)]*)\)", text):
             assert "allow_pickle=False" in call, (path, call)
-        for call in re.findall(r"load_model\(([^)]*)\)", text):
+        for call in re.findall(r"keras\.models\.load_model\(([^)]*)\)", text):
             assert "safe_mode=True" in call, (path, call)
+    # Every run's model is loaded through runs.load_model, the one Keras load_model call.
+    assert "keras.models.load_model(" in source[REPO / "orpheus" / "runs.py"]
 
 
 def test_sigkill_leaves_no_lock_held(scratch):
