@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -282,7 +281,7 @@ def predict_files(
         info(ctx, f"loading model {name}")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    remaining = _Remaining(todo)
+    remaining = predicting.RemainingAudio(todo)
     stream = results.open_stream(
         opts.output, opts.format, console.file, append=opts.resume, taggram=opts.taggram
     )
@@ -359,33 +358,6 @@ def tag_outcome(ctx: typer.Context, done) -> int:
 def _skip(summary, rec: dict) -> None:
     summary.add(rec)
     _warn("skipped", f"{rec['path']}: {rec['skipped']}")
-
-
-class _Remaining:
-    """Seconds of audio the files not tagged yet hold, by their headers (`estimated_seconds`),
-    read in a thread so that tagging starts at once (a header costs ~1% of a decode)."""
-
-    def __init__(self, files: list[Path]):
-        self._values: dict[str, float] | None = None
-        self._left: float | None = None
-        self._finished: list[str] = []
-        threading.Thread(target=self._read, args=(list(files),), daemon=True).start()
-
-    def _read(self, files: list[Path]) -> None:
-        from orpheus.predicting import estimated_seconds
-
-        self._values = {str(f): estimated_seconds(f) or 0.0 for f in files}
-
-    def finish(self, path: str) -> float | None:
-        """What is left once `path` is done (None while the headers are being read)."""
-        values = self._values
-        if values is None:
-            self._finished.append(path)
-            return None
-        if self._left is None:
-            self._left = sum(values.values()) - sum(values.get(p, 0.0) for p in self._finished)
-        self._left -= values.get(path, 0.0)
-        return max(self._left, 0.0)
 
 
 class _AudioSeconds(ProgressColumn):
