@@ -13,6 +13,7 @@ gives the same samples.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -520,10 +521,27 @@ STYLE_SPECS = {
 }
 
 
+_dither_table_seeded = False
+
+
+def _seed_dither_table() -> None:
+    """Make FluidSynth's 16-bit dither the same in every process.
+
+    The first Synth of a process fills a static dither table from C `rand()`, so any earlier
+    `rand()` call in the process (TensorFlow, a test run before) changed every rendered file.
+    `srand(1)` is the state a fresh process starts in, so the files match a spawned worker's.
+    """
+    global _dither_table_seeded
+    if not _dither_table_seeded:
+        ctypes.CDLL(None).srand(1)
+        _dither_table_seeded = True
+
+
 def render(song: Song, seconds: float, sr: int) -> np.ndarray:
     """Render with FluidSynth: float32 (frames, 2), peak-normalised, `seconds` long."""
     import fluidsynth
 
+    _seed_dither_table()
     synth = fluidsynth.Synth(gain=0.3, samplerate=float(sr))
     try:
         sfid = synth.sfload(soundfont_path())
