@@ -502,8 +502,13 @@ def _run_beam(
 
 
 def _beam_write(shard: Shard, out_dir: str, spec: FeatureSpec, n_tags: int, compression) -> str:
-    """One Beam element: a whole shard, through the same writer as the local runner."""
-    return write_shard(out_dir, shard, spec, n_tags, compression).file
+    """One Beam element: a whole shard, through the same writer as the local runner, with one
+    BLAS thread as there: a 2nd thread splits the mel projection differently, and 1 value in
+    ~10^5 then rounds to a neighbouring float16 (seen as a Beam-vs-local records mismatch)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        return write_shard(out_dir, shard, spec, n_tags, compression).file
 
 
 # -- build ------------------------------------------------------------------------------------
