@@ -5,14 +5,25 @@ A build turns (track ID, audio path, clean tags) rows into sharded TFRecord file
 the vocabulary (label names, in multi-hot order), the tag popularity, the split, and per shard
 its file, split and track IDs. One Example per track:
 
-| key     | type            | content                                                      |
-|---------|-----------------|--------------------------------------------------------------|
-| `tid`   | bytes           | the MSD track ID, UTF-8                                      |
-| `audio` | bytes           | float16 little-endian; log-mel (frames, n_mels) or (samples,) |
-| `shape` | int64 list      | the array's shape                                            |
-| `tags`  | int64 list      | multi-hot over the whole clean vocabulary (0/1)              |
+| key        | type       | content                                                         |
+|------------|------------|-----------------------------------------------------------------|
+| `tid`      | bytes      | the MSD track ID, UTF-8                                         |
+| `audio`    | bytes      | float16 little-endian; log-mel (frames, n_mels) or (samples,)   |
+| `shape`    | int64 list | the array's shape                                               |
+| `tags`     | int64 list | multi-hot over the whole clean vocabulary (0/1)                 |
+| `loudness` | bytes      | float32 little-endian: energy (sum of squares) per block of     |
+|            |            | `audio.LOUDNESS_BLOCK` samples of the decoded mono audio        |
+| `samples`  | int64 list | that audio's length in samples (its last block may be partial)  |
 
 Float16 bytes take a quarter of the original's float lists (4 bytes + protobuf overhead per value).
+The loudness is what `predict`'s silence rule (`audio.Loudness`) reads, so `test` leaves out the
+same windows without the audio, which log-mel records cannot give back. It is energy, not dB,
+because a window's level is the log of the sum of its blocks' energies; float32, because float16
+has no room (a block at -80 dBFS, energy 2.6e-6, is already subnormal), while float32 keeps a
+window's level within 1e-6 dB of the float64 original (7e-7 measured, down to -120 dBFS). It
+costs 4 bytes per 256 samples: 2% of a log-mel record, 1% of a waveform one. Index version 2
+marks records that carry it (the feature's `loudness_block`); version 1 records are still read,
+and evaluated on every window.
 
 Splits are decided per track by a hash of its ID (BLAKE2b -> a bucket in [0, 100)), not by file
 order, so a track never moves between train and test when the corpus grows. Within a split,
@@ -60,7 +71,8 @@ FORMATS = ("log-mel", "waveform")
 SPLIT_NAMES = ("train", "valid", "test")
 INDEX_FILE = "index.json"
 PROGRESS_DIR = "_progress"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: Examples carry `loudness` and `samples`
+READABLE_VERSIONS = (1, 2)
 TRACKS_PER_SHARD = 500  # default shard size: ~180 MB of log-mel, ~480 MB of waveform
 SHARD_RE = re.compile(r"^(train|valid|test)-\d{5}-of-\d{5}\.tfrecord(\.gz)?$")
 UNTAGGED, UNDECODABLE = "untagged", "undecodable"
@@ -91,11 +103,23 @@ class FeatureSpec:
 
     def compute(self, path: str | Path) -> np.ndarray:
         """Decode `path` and compute the feature (float32) with the project's one decoder."""
+        return self.compute_with_loudness(path)[0]
+
+    def compute_with_loudness(self, path: str | Path) -> tuple[np.ndarray, audio.Loudness]:
+        """The feature and the loudness per block (`audio.Loudness`, the input of predict's
+        silence rule) of `path`, from one decode at the spec's rate."""
         y = audio.load(path, self.sample_rate)
-        return audio.log_mel(y, self.params) if self.format == "log-mel" else y
+        loudness = audio.Loudness()
+        loudness.push(y)
+        return (audio.log_mel(y, self.params) if self.format == "log-mel" else y), loudness
 
     def to_dict(self) -> dict:
-        return {"format": self.format, **self.params.to_dict(), "dtype": "float16"}
+        return {
+            "format": self.format,
+            **self.params.to_dict(),
+            "dtype": "float16",
+            "loudness_block": audio.LOUDNESS_BLOCK,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> FeatureSpec:
@@ -270,8 +294,16 @@ def plan(
 # -- Example encode / decode ------------------------------------------------------------------
 
 
-def encode_example(tid: str, feature: np.ndarray, tags: Sequence[int], n_tags: int) -> bytes:
-    """A serialised tf.train.Example: float16 audio bytes + shape, multi-hot tags.
+def encode_example(
+    tid: str,
+    feature: np.ndarray,
+    tags: Sequence[int],
+    n_tags: int,
+    loudness: audio.Loudness | None = None,
+) -> bytes:
+    """A serialised tf.train.Example: float16 audio bytes + shape, multi-hot tags, and the
+    loudness per block (float32 energy bytes + the sample count; None: an Example as index
+    version 1 wrote it, without them).
 
     Written field by field, without TensorFlow: the bytes TensorFlow's deterministic
     serialisation gives (map entries sorted by key; int64 lists packed).
@@ -285,6 +317,10 @@ def encode_example(tid: str, feature: np.ndarray, tags: Sequence[int], n_tags: i
         "tags": _field(3, _field(1, hot.tobytes()) if n_tags else b""),
         "tid": _field(1, _field(1, tid.encode("utf-8"))),
     }
+    if loudness is not None:
+        energy = loudness.energy().astype("<f4")
+        features["loudness"] = _field(1, _field(1, energy.tobytes()))
+        features["samples"] = _field(3, _field(1, _varint(loudness.samples)))
     entries = b"".join(
         _field(1, _field(1, key.encode()) + _field(2, value))
         for key, value in sorted(features.items())
@@ -308,17 +344,24 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def decode_example(serialized: bytes) -> dict:
-    """Decode one Example to numpy: tid (str), audio (float32, shaped), tags (int64 multi-hot)."""
+def decode_example(serialized: bytes, loudness_block: int = audio.LOUDNESS_BLOCK) -> dict:
+    """Decode one Example to numpy: tid (str), audio (float32, shaped), tags (int64 multi-hot),
+    loudness (`audio.Loudness` of blocks of `loudness_block`; None in a version 1 Example)."""
     import tensorflow as tf
 
     f = tf.train.Example.FromString(serialized).features.feature
     shape = tuple(f["shape"].int64_list.value)
     raw = np.frombuffer(f["audio"].bytes_list.value[0], dtype="<f2")
+    loudness = None
+    if "loudness" in f:
+        energy = np.frombuffer(f["loudness"].bytes_list.value[0], dtype="<f4")
+        samples = f["samples"].int64_list.value[0]
+        loudness = audio.Loudness.from_energy(energy, samples, loudness_block)
     return {
         "tid": f["tid"].bytes_list.value[0].decode("utf-8"),
         "audio": raw.reshape(shape).astype(np.float32),
         "tags": np.asarray(f["tags"].int64_list.value, dtype=np.int64),
+        "loudness": loudness,
     }
 
 
@@ -333,15 +376,17 @@ def read_records(path: str | Path, compression: str | None = None) -> Iterable[b
 # -- the per-track transform and the shard writer ---------------------------------------------
 
 
-def track_feature(track: Track, spec: FeatureSpec) -> np.ndarray | None:
-    """The per-track transform of every runner: decode + feature, as stored (float16).
+def track_feature(track: Track, spec: FeatureSpec) -> tuple[np.ndarray, audio.Loudness] | None:
+    """The per-track transform of every runner: decode + feature, as stored (float16), and the
+    loudness per block.
 
     None when the file cannot be decoded (the track is counted as undecodable, not fatal).
     """
     try:
-        return spec.compute(track.path).astype("<f2")
+        feature, loudness = spec.compute_with_loudness(track.path)
     except AudioError:
         return None
+    return feature.astype("<f2"), loudness
 
 
 def write_shard(
@@ -364,11 +409,12 @@ def write_shard(
     with atomic_path(out / shard.file) as tmp:
         with _tfrecord_file(tmp, compression) as write:
             for track in shard.tracks:
-                feature = track_feature(track, spec)
-                if feature is None:
+                computed = track_feature(track, spec)
+                if computed is None:
                     bad.append(track.tid)
                 else:
-                    write(encode_example(track.tid, feature, track.tags, n_tags))
+                    feature, loudness = computed
+                    write(encode_example(track.tid, feature, track.tags, n_tags, loudness))
                     tids.append(track.tid)
                 if on_track is not None:
                     on_track(1)
@@ -664,7 +710,7 @@ def read_index(records_dir: str | Path, *, missing_ok: bool = False) -> dict | N
         ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise OrpheusError(f"cannot read {path}: {exc}") from None
-    if index.get("version") != INDEX_VERSION:
+    if index.get("version") not in READABLE_VERSIONS:
         raise OrpheusError(f"{path}: unknown index version", hint="rebuild the TFRecords")
     return index
 
@@ -672,3 +718,21 @@ def read_index(records_dir: str | Path, *, missing_ok: bool = False) -> dict | N
 def spec_of(index: Mapping) -> FeatureSpec:
     """The feature spec a build used."""
     return FeatureSpec.from_dict(index["feature"])
+
+
+def loudness_block(index: Mapping) -> int | None:
+    """Samples per loudness block in the build's Examples; None for records built before they
+    stored loudness (index version 1), which the silence rule cannot be applied to."""
+    block = index["feature"].get("loudness_block")
+    return None if block is None else int(block)
+
+
+def rebuild_command(index: Mapping) -> str:
+    """The `orpheus tfrecords build` that rebuilds these records with the same feature."""
+    spec = spec_of(index)
+    words = ["orpheus tfrecords build", f"--format {spec.format}", f"--sr {spec.sample_rate}"]
+    if spec.format == "log-mel":
+        words.append(f"--mels {spec.params.n_mels}")
+    if index.get("compression"):
+        words.append("--gzip")
+    return " ".join(words)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from records_helpers import VOCABULARY, make_corpus, make_workspace
 
-from orpheus import records
+from orpheus import audio, records
 from orpheus.errors import OrpheusError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,9 @@ def test_build_writes_shards_and_an_index_and_counts_what_it_skipped(corpus, tmp
         "hop_length": 256,
         "n_mels": 96,
         "dtype": "float16",
+        "loudness_block": 256,
     }
+    assert index["version"] == records.INDEX_VERSION == 2
     examples = _all_examples(out, index)
     seen = []
     for shard in index["shards"]:
@@ -319,7 +321,7 @@ def test_cli_read_only_workspace_output_exits_2(corpus, tmp_path):
 # -- writing without TensorFlow, in the workers -----------------------------------------------
 
 
-def _tf_example(tid: str, feature: np.ndarray, tags, n_tags: int) -> bytes:
+def _tf_example(tid: str, feature: np.ndarray, tags, n_tags: int, loudness=None) -> bytes:
     """TensorFlow's own Example for a track: the oracle of `records.encode_example`."""
     import tensorflow as tf
 
@@ -332,24 +334,41 @@ def _tf_example(tid: str, feature: np.ndarray, tags, n_tags: int) -> bytes:
         "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(arr.shape))),
         "tags": tf.train.Feature(int64_list=tf.train.Int64List(value=hot.tolist())),
     }
+    if loudness is not None:
+        energy = loudness.energy().astype("<f4").tobytes()
+        feats["loudness"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[energy]))
+        feats["samples"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[loudness.samples]))
     example = tf.train.Example(features=tf.train.Features(feature=feats))
     return example.SerializeToString(deterministic=True)
 
 
+def _loudness(samples: int) -> audio.Loudness:
+    loudness = audio.Loudness()
+    loudness.push(np.random.default_rng(1).standard_normal(samples).astype(np.float32))
+    return loudness
+
+
 @pytest.mark.parametrize(
-    ("tid", "shape", "tags", "n_tags"),
+    ("tid", "shape", "tags", "n_tags", "samples"),
     [
-        ("TRAAAGR128F425B14B", (1876, 96), [0, 5], 155),  # a 30 s log-mel
-        ("TR" + "ü" * 70, (200,), [154], 155),  # a tid whose length takes a 2-byte varint
-        ("TRB", (0, 96), [0], 1),  # no frames at all
-        ("TRC", (3,), [], 300),  # no tag on: an all-zero multi-hot
+        ("TRAAAGR128F425B14B", (1876, 96), [0, 5], 155, 480000),  # a 30 s log-mel
+        ("TR" + "ü" * 70, (200,), [154], 155, 200),  # a tid whose length takes a 2-byte varint
+        ("TRB", (0, 96), [0], 1, 0),  # no frames at all, no loudness block
+        ("TRC", (3,), [], 300, 3),  # no tag on: an all-zero multi-hot
+        ("TRD", (5, 96), [1], 2, None),  # an index version 1 Example: no loudness
     ],
 )
-def test_encoded_example_is_byte_for_byte_tensorflows(tid, shape, tags, n_tags):
+def test_encoded_example_is_byte_for_byte_tensorflows(tid, shape, tags, n_tags, samples):
     feature = np.random.default_rng(0).standard_normal(shape)
-    assert records.encode_example(tid, feature, tags, n_tags) == _tf_example(
-        tid, feature, tags, n_tags
-    )
+    loudness = None if samples is None else _loudness(samples)
+    encoded = records.encode_example(tid, feature, tags, n_tags, loudness)
+    assert encoded == _tf_example(tid, feature, tags, n_tags, loudness)
+    back = records.decode_example(encoded)["loudness"]
+    if loudness is None:
+        assert back is None
+    else:  # float32 energies: each within float32 rounding of the float64 original
+        assert back.samples == loudness.samples and back.block == audio.LOUDNESS_BLOCK
+        np.testing.assert_allclose(back.energy(), loudness.energy(), rtol=1e-7, atol=0)
 
 
 @pytest.mark.parametrize("compression", [None, "GZIP"])
@@ -367,8 +386,9 @@ def test_worker_written_shards_equal_tensorflows_writer_byte_for_byte(
         with tf.io.TFRecordWriter(str(expected), options) as writer:
             for t in shard.tracks:
                 if t.tid not in bad:
-                    feature = plan.spec.compute(t.path)
-                    writer.write(_tf_example(t.tid, feature, t.tags, len(VOCABULARY)))
+                    feature, loudness = plan.spec.compute_with_loudness(t.path)
+                    n_tags = len(VOCABULARY)
+                    writer.write(_tf_example(t.tid, feature, t.tags, n_tags, loudness))
         assert (tmp_path / "out" / shard.file).read_bytes() == expected.read_bytes(), shard.file
 
 
