@@ -22,6 +22,8 @@ track has any tag of the group. The caller saves the label list with the model.
 Windows. Training takes one window of `model-training.window_length` seconds at a random start
 (when `window_random`), evaluation a centred one, song-level evaluation evenly spaced windows
 covering the track (`track_windows`). A clip shorter than the window is repeated to fill it.
+Song-level evaluation can also leave out silent windows by `predict`'s rule: the records store
+each track's loudness per block, which `audio.Loudness` turns into window levels.
 `features.normalise` scales each window to zero mean and unit variance (the original normalised
 waveforms across the batch instead, and log-mels per whole track at prediction time). Window
 arithmetic lives in `orpheus.features` (numpy and TensorFlow twins side by side), which the
@@ -30,6 +32,7 @@ Tagger uses without importing this module.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -37,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from orpheus import features
+from orpheus import audio, features
 from orpheus.config import Settings, TrainingSettings
 from orpheus.errors import OrpheusError
-from orpheus.records import read_index, spec_of
+from orpheus.records import loudness_block, read_index, spec_of
 
 
 def select_labels(
@@ -152,6 +155,7 @@ def track_windows(
     hop_seconds: float | None = None,
     tids: Collection[str] | None = None,
     recipe: features.Recipe | None = None,
+    silence_db: float | None = None,
 ) -> tf.data.Dataset:
     """(tid, windows, y) per track, in file order, for song-level evaluation.
 
@@ -159,6 +163,10 @@ def track_windows(
     the whole track, about `hop_seconds` apart (default: one window length; see `even_windows`).
     `labels` are the trained model's (merge groups are taken from `tags.merge`).
     A `recipe` (the run's) gives the window length in steps and whether windows are normalised.
+    With `silence_db`, each element is (tid, windows, y, audible): True for each window at or
+    above that floor by predict's rule (`audio.Loudness.audible` over the records' stored
+    loudness, the same starts in seconds and window length); all True for records built before
+    they stored loudness (`records.loudness_block` is None).
     """
     index = read_index(records_dir)
     spec = spec_of(index)
@@ -172,16 +180,35 @@ def track_windows(
         length, hop = recipe.window, recipe.hop_steps(hop_seconds)
     scale = recipe is None or recipe.normalise
     groups = _groups_for(labels, index["vocabulary"], settings.tags.merge or [])
-    ds = _examples(records_dir, index, split, groups, mt, tids, False, 0)
+    block = None if silence_db is None else loudness_block(index)
+    ds = _examples(records_dir, index, split, groups, mt, tids, False, 0, block is not None)
     feature = _feature_shape(spec)
-    return ds.map(
-        lambda ex: (
-            ex["tid"],
-            _scaled(_even_windows(_decode(ex, feature), length, hop), scale),
-            ex["y"],
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
+    step_seconds = (
+        recipe or features.Recipe.from_seconds(spec.format, spec.params, seconds)
+    ).step_seconds
+    rule = functools.partial(
+        _audible,
+        block=block,
+        sample_rate=spec.sample_rate,
+        step_seconds=step_seconds,
+        window_seconds=length * step_seconds,
+        silence_db=silence_db,
+    )
+
+    def element(ex):
+        windows, starts = _even_windows(_decode(ex, feature), length, hop)
+        windows = _scaled(windows, scale)
+        if silence_db is None:
+            return ex["tid"], windows, ex["y"]
+        if block is None:
+            return ex["tid"], windows, ex["y"], tf.ones_like(starts, tf.bool)
+        audible = tf.numpy_function(
+            rule, [ex["loudness"], ex["samples"], starts], tf.bool, stateful=False
+        )
+        audible.set_shape(starts.shape)
+        return ex["tid"], windows, ex["y"], audible
+
+    return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # -- internals ----------------------------------------------------------------------------
@@ -205,6 +232,26 @@ def _setup(records_dir: Path, settings: Settings) -> tuple[dict, int, list[str],
 
 def _window_length(spec, seconds: float) -> int:
     return features.Recipe.from_seconds(spec.format, spec.params, seconds).window
+
+
+def _audible(
+    energy: bytes,
+    samples: int,
+    starts: np.ndarray,
+    *,
+    block: int,
+    sample_rate: int,
+    step_seconds: float,
+    window_seconds: float,
+    silence_db: float,
+) -> np.ndarray:
+    """Predict's window rule over one Example's stored loudness (`starts` in feature steps);
+    an Example written without loudness keeps every window."""
+    values = np.frombuffer(energy, dtype="<f4")
+    if not len(values):
+        return np.ones(len(starts), dtype=bool)
+    loudness = audio.Loudness.from_energy(values, samples, block)
+    return loudness.audible(sample_rate, starts * step_seconds, window_seconds, silence_db)
 
 
 def _check_split(index: Mapping, split: Sequence[float], records_dir: Path) -> None:
@@ -238,8 +285,10 @@ def _examples(
     tids: Collection[str] | None,
     shuffle_files: bool,
     seed: int,
+    loudness: bool = False,
 ) -> tf.data.Dataset:
-    """Examples of one split as {tid, audio (the stored float16 bytes), frames, y}.
+    """Examples of one split as {tid, audio (the stored float16 bytes), frames, y}, and with
+    `loudness` the stored loudness bytes and sample count (empty and 0 where an Example has none).
 
     `frames` is the length of the first axis (frames or samples), `y` the float32 labels; tracks
     without a selected label, and tracks not in `tids`, are dropped.
@@ -262,6 +311,9 @@ def _examples(
         "shape": tf.io.FixedLenFeature([spec_of(index).ndim], tf.int64),
         "tags": tf.io.FixedLenFeature([len(index["vocabulary"])], tf.int64),
     }
+    if loudness:
+        features["loudness"] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        features["samples"] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed)
@@ -287,7 +339,8 @@ def _examples(
         ex = tf.io.parse_single_example(serialized, features)
         y = tf.minimum(tf.linalg.matvec(m, tf.cast(ex["tags"], tf.float32), transpose_a=True), 1.0)
         frames = tf.cast(ex["shape"][0], tf.int32)
-        return {"tid": ex["tid"], "audio": ex["audio"], "frames": frames, "y": y}
+        out = {"tid": ex["tid"], "audio": ex["audio"], "frames": frames, "y": y}
+        return {**out, **{k: ex[k] for k in ("loudness", "samples") if loudness}}
 
     def keep(ex):
         labelled = tf.reduce_max(ex["y"]) > 0
@@ -343,8 +396,10 @@ def _fill(x, length: int):
 
 
 def _even_windows(x, length: int, hop: int):
-    """TensorFlow twin of `features.even_windows` (x: one whole track, time first)."""
-    return _windows_at(x, features.window_starts_tf(tf.shape(x)[0], length, hop), length)
+    """TensorFlow twin of `features.even_windows` (x: one whole track, time first), and the
+    windows' starts in steps (int64)."""
+    starts = features.window_starts_tf(tf.shape(x)[0], length, hop)
+    return _windows_at(x, starts, length), starts
 
 
 def _windows_at(x, starts, length: int):

@@ -1,12 +1,16 @@
 """Evaluation the way the field reports it: song-level predictions, per-tag ROC-AUC and PR-AUC.
 
 A song's prediction is the mean of the model's outputs over evenly spaced windows covering the
-whole track (the windows come from `orpheus.dataset.track_windows`). Each tag gets a ROC-AUC and
-a PR-AUC (average precision) from scikit-learn; the macro averages over tags are what Pons et al.
-2018 and Won et al. 2020 report. The micro averages (every (track, tag) pair pooled into one
-curve) are what the original project reported (seed-inventory §4.4); they are given too, labelled
-as such, because they are dominated by the frequent tags. A tag with no positive (or no
-negative) test track has no AUC: it is listed with null values and left out of the macro mean.
+whole track (the windows come from `orpheus.dataset.track_windows`), leaving out the windows
+quieter than `silence_db` as `predict` does (the records' stored loudness, `audio.Loudness`); a
+track whose windows are all silent gets no prediction, so it is left out of the metrics and
+counted. Records built before they stored loudness are evaluated on every window, with a note.
+Each tag gets a ROC-AUC and a PR-AUC (average precision) from scikit-learn; the macro averages over
+tags are what Pons et al. 2018 and Won et al. 2020 report. The micro averages (every (track, tag)
+pair pooled into one curve) are what the original project reported (seed-inventory §4.4); they are
+given too, labelled as such, because they are dominated by the frequent tags. A tag with no positive
+(or no negative) test track has no AUC: it is listed with null values and left out of the macro
+mean.
 
 This module needs no TensorFlow at import: `song_predictions` takes any callable mapping a batch
 of windows to probabilities; `evaluate_run` (what `orpheus test` does) loads the run's model.
@@ -15,12 +19,13 @@ of windows to probabilities; `evaluate_run` (what `orpheus test` does) loads the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from orpheus.audio import SILENCE_DB
 from orpheus.errors import OrpheusError
 
 if TYPE_CHECKING:
@@ -32,57 +37,79 @@ if TYPE_CHECKING:
 class SongPredictions:
     tids: list[str]
     y_true: np.ndarray  # (tracks, labels) 0/1
-    y_score: np.ndarray  # (tracks, labels) mean probability over the track's windows
+    y_score: np.ndarray  # (tracks, labels) mean probability over the track's audible windows
+    silent: list[str] = field(default_factory=list)  # tracks with no audible window, left out
 
 
 def song_predictions(
     predict: Callable[[np.ndarray], np.ndarray],
-    tracks: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    tracks: Iterable[tuple],
     *,
     batch_size: int = 32,
     on_track: Callable[[], None] | None = None,
 ) -> SongPredictions:
-    """Average `predict` over each track's windows; `tracks` yields (tid, windows, y)."""
-    tids, truth, scores = [], [], []
-    for tid, windows, y in tracks:
+    """Average `predict` over each track's windows; `tracks` yields (tid, windows, y), or
+    (tid, windows, y, audible) to average over the audible windows only (a track with none is
+    listed in `silent` instead, never passed to `predict`)."""
+    tids, truth, scores, silent = [], [], [], []
+    for tid, windows, y, *audible in tracks:
+        name = tid.decode() if isinstance(tid, bytes) else str(tid)
         windows = np.asarray(windows, dtype=np.float32)
-        outs = [
-            np.asarray(predict(windows[i : i + batch_size]))
-            for i in range(0, len(windows), batch_size)
-        ]
-        tids.append(tid.decode() if isinstance(tid, bytes) else str(tid))
-        truth.append(np.asarray(y, dtype=np.float32))
-        scores.append(np.concatenate(outs).mean(axis=0))
+        if audible:
+            windows = windows[np.asarray(audible[0], dtype=bool)]
+        if len(windows):
+            outs = [
+                np.asarray(predict(windows[i : i + batch_size]))
+                for i in range(0, len(windows), batch_size)
+            ]
+            tids.append(name)
+            truth.append(np.asarray(y, dtype=np.float32))
+            scores.append(np.concatenate(outs).mean(axis=0))
+        else:
+            silent.append(name)
         if on_track is not None:
             on_track()
     if not tids:
-        return SongPredictions([], np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
-    return SongPredictions(tids, np.stack(truth), np.stack(scores))
+        empty = np.zeros((0, 0), np.float32)
+        return SongPredictions([], empty, empty, silent)
+    return SongPredictions(tids, np.stack(truth), np.stack(scores), silent)
 
 
 @dataclass
 class RunEvaluation:
-    results: dict  # `evaluate`'s, plus "run"
+    results: dict  # `evaluate`'s, plus "run", "silence_db" and "silent_tracks"
     predictions: SongPredictions  # per test track, in the records' order
+    note: str | None = None  # for records that predate the silence rule: how to rebuild them
 
 
 def evaluate_run(
     ws: Workspace,
     run: Run,
     *,
+    silence_db: float = SILENCE_DB,
     on_start: Callable[[int], None] | None = None,
     on_track: Callable[[], None] | None = None,
 ) -> RunEvaluation:
     """Song-level predictions of `run` on its TFRecords' test split, and their metrics.
 
+    Windows quieter than `silence_db` (RMS, dBFS) are left out, as `predict` leaves them out;
+    tracks with no other window are counted in `results["silent_tracks"]`. Records without
+    loudness are evaluated on every window (`results["silence_db"]` None) and get a `note`.
     `on_start` gets the number of test tracks before the model loads; `on_track` is called
     after each track.
     """
-    from orpheus.records import read_index
+    from orpheus.records import loudness_block, read_index, rebuild_command
 
     run.require_model()
     records_dir = ws.require(f"tfrecords/{run.frontend}")
     index = read_index(records_dir)
+    note = None
+    if loudness_block(index) is None:
+        note = (
+            f"the TFRecords in {records_dir} predate the silence rule (they store no loudness): "
+            f"every window counts; rebuild them with `{rebuild_command(index)}` to leave out "
+            "windows below --silence-db"
+        )
     if not index["counts"].get("test"):
         raise OrpheusError(
             f"the TFRecords in {records_dir} have no test split",
@@ -94,18 +121,28 @@ def evaluate_run(
     from orpheus import config, dataset, runs
 
     model = runs.load_model(run)
-    tracks = dataset.track_windows(records_dir, run.config, "test", run.labels, recipe=run.recipe)
+    tracks = dataset.track_windows(
+        records_dir, run.config, "test", run.labels, recipe=run.recipe, silence_db=silence_db
+    )
     preds = song_predictions(
         lambda w: model(w, training=False),
-        ((t.numpy(), w.numpy(), y.numpy()) for t, w, y in tracks),
+        ((t.numpy(), w.numpy(), y.numpy(), a.numpy()) for t, w, y, a in tracks),
         batch_size=config.settings(run.config).model_training.batch_size,
         on_track=on_track,
     )
     if not preds.tids:
+        if preds.silent:
+            raise OrpheusError(
+                f"every one of the {len(preds.silent)} test tracks is silent "
+                f"(no window at or above {silence_db} dBFS)",
+                hint="lower --silence-db",
+            )
         raise OrpheusError("the test split has no track with one of the model's tags")
     results = evaluate(preds.y_true, preds.y_score, run.labels)
     results["run"] = run.id
-    return RunEvaluation(results, preds)
+    results["silence_db"] = None if note else float(silence_db)
+    results["silent_tracks"] = len(preds.silent)
+    return RunEvaluation(results, preds, note)
 
 
 def evaluate(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[str]) -> dict:

@@ -132,6 +132,24 @@ def test_song_predictions_average_over_each_tracks_windows():
     np.testing.assert_array_equal(out.y_true, [[1, 0, 0], [0, 1, 1]])
 
 
+def test_song_predictions_leave_out_silent_windows_and_silent_tracks():
+    calls = []
+
+    def predict(windows):  # the window's mean, recording every window the model is asked about
+        calls.extend(windows[:, 0].tolist())
+        return windows.mean(axis=1, keepdims=True)
+
+    tracks = [
+        ("TRA", np.arange(8, dtype=np.float32).reshape(4, 2), np.array([1]), [1, 0, 0, 1]),
+        ("TRQUIET", np.ones((3, 2), np.float32), np.array([1]), [False, False, False]),
+        ("TRB", np.full((2, 2), 5.0, np.float32), np.array([0]), [True, True]),
+    ]
+    out = song_predictions(predict, tracks, batch_size=1)
+    assert out.tids == ["TRA", "TRB"] and out.silent == ["TRQUIET"]
+    np.testing.assert_allclose(out.y_score, [[(0.5 + 6.5) / 2], [5.0]])  # windows 0 and 3 of TRA
+    assert calls == [0.0, 6.0, 5.0, 5.0]  # silent windows never reach the model
+
+
 def test_plots_are_written(tmp_path):
     y, score = _arrays(1)
     paths = plot_curves(y, score, LABELS, tmp_path / "plots")

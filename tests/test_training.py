@@ -174,6 +174,7 @@ def test_train_then_test_end_to_end(built):
         "pr_auc_macro",
         "roc_auc_micro",
         "pr_auc_micro",
+        "silent_tracks",
         "per_tag",
     }
     assert set(result["per_tag"]) == set(VOCABULARY)

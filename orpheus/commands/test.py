@@ -1,4 +1,5 @@
-"""`orpheus test`: song-level evaluation of a trained run on the test split (macro + micro AUCs)."""
+"""`orpheus test`: song-level evaluation of a trained run on the test split (macro + micro AUCs),
+silent windows left out by predict's rule (`--silence-db`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from orpheus.commands._common import console, info, print_json, progress, workspace
+from orpheus.commands._common import console, err_console, info, print_json, progress, workspace
+from orpheus.commands._predict_options import SilenceDb
 from orpheus.errors import OrpheusError
 
 TRAIN_HINT = "train one with `orpheus train` (or finish it with `--resume`)"
-JSON_KEYS = ("roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro", "per_tag")
+JSON_KEYS = (
+    "roc_auc_macro",
+    "pr_auc_macro",
+    "roc_auc_micro",
+    "pr_auc_micro",
+    "silent_tracks",
+    "per_tag",
+)
 
 
 def command(
@@ -25,6 +35,7 @@ def command(
         typer.Option(help="Write ROC and PR curves (roc.png, pr.png) into this folder."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    silence_db: SilenceDb = None,
 ) -> None:
     """Evaluate a run: per-tag and macro ROC-AUC / PR-AUC on song-level predictions."""
     from orpheus import evaluation, runs
@@ -43,10 +54,18 @@ def command(
             nonlocal task
             task = bar.add_task("song-level predictions", total=tracks)
 
+        given = {} if silence_db is None else {"silence_db": silence_db}
         done = evaluation.evaluate_run(
-            ws, chosen, on_start=start, on_track=lambda: bar.advance(task)
+            ws, chosen, on_start=start, on_track=lambda: bar.advance(task), **given
         )
     results = done.results
+    if done.note:
+        err_console.print(f"note: {escape(done.note)}")
+    if results["silent_tracks"]:
+        err_console.print(
+            f"note: {results['silent_tracks']} silent test tracks (no window at or above "
+            f"{results['silence_db']} dBFS) are left out of the metrics"
+        )
     if plot is not None:
         paths = evaluation.plot_curves(
             done.predictions.y_true, done.predictions.y_score, chosen.labels, plot
@@ -60,7 +79,10 @@ def command(
 
 
 def _render(results: dict) -> None:
-    table = Table(title=f"run {results['run']}: {results['tracks']} test tracks, song level")
+    silent = f" ({results['silent_tracks']} silent, left out)" if results["silent_tracks"] else ""
+    table = Table(
+        title=f"run {results['run']}: {results['tracks']} test tracks{silent}, song level"
+    )
     for col in ("tag", "positives", "ROC-AUC", "PR-AUC"):
         table.add_column(col, justify="left" if col == "tag" else "right")
     for tag, e in sorted(results["per_tag"].items(), key=lambda kv: -(kv[1]["roc_auc"] or -1.0)):
