@@ -30,8 +30,11 @@ def save_checkpoint(path: Path, variables: dict[str, list]) -> None:
     write_atomic_via(Path(path), lambda fh: np.savez(fh, **arrays))
 
 
-def load_checkpoint(path: Path, variables: dict[str, list]) -> None:
-    """Assign the arrays of a checkpoint to `variables`; any mismatch is a TrainingError."""
+def load_checkpoint(
+    path: Path, variables: dict[str, list], *, optional: tuple[str, ...] = ()
+) -> None:
+    """Assign the arrays of a checkpoint to `variables`; any mismatch is a TrainingError.
+    A group in `optional` that the file does not hold (an older checkpoint) is left as it is."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -42,7 +45,13 @@ def load_checkpoint(path: Path, variables: dict[str, list]) -> None:
         raise TrainingError(f"checkpoint {path} is corrupt ({type(exc).__name__})") from None
     except Exception as exc:  # zipfile.BadZipFile and friends
         raise TrainingError(f"checkpoint {path} is corrupt ({type(exc).__name__})") from None
+    try:
+        held = json.loads(stored["__names__"].tobytes()) if "__names__" in stored else {}
+    except ValueError:
+        raise TrainingError(f"checkpoint {path} is corrupt (its index)") from None
     for group, group_vars in variables.items():
+        if group in optional and group not in held:
+            continue
         count = sum(1 for k in stored if k.startswith(f"{group}/"))
         if count != len(group_vars):
             raise TrainingError(

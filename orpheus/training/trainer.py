@@ -5,12 +5,14 @@ validation-PR-AUC weights, early stopping and reduce-LR-on-plateau behave identi
 loop runs.
 
 A run folder holds everything needed to continue after a crash, even a SIGKILL:
-`checkpoints/epoch-NNNN.npz` (model and optimizer variables, written atomically every epoch),
-`state.json` (epochs done, optimizer step, the callbacks' counters and best value, history),
-written after the checkpoint it points to. Resuming restores the model and every optimizer
-variable (its step, its moments), so every schedule (constant, cyclic, one-cycle) continues where
-it stopped; an epoch interrupted midway is run again from its start. The input pipeline starts
-over from its seed, so a resumed epoch's batches are not those an uninterrupted run would draw.
+`checkpoints/epoch-NNNN.npz` (model and optimizer variables and the dropout generators' states,
+written atomically every epoch), `state.json` (epochs done, optimizer step, the callbacks'
+counters and best value, history), written after the checkpoint it points to. Resuming restores
+the model and every optimizer variable (its step, its moments), so every schedule (constant,
+cyclic, one-cycle) continues where it stopped; an epoch interrupted midway is run again from its
+start. The input pipeline is the caller's: `lifecycle`'s starts over from its seed, so a resumed
+epoch's batches are not those an uninterrupted run would draw; head and fine-tuning runs pick up
+their data where the saved epochs left it (`orpheus.finetune`), and so continue exactly.
 
 Precision. `mixed` computes in float16 on a GPU and bfloat16 on the CPU, with float32 variables
 and a float32 output layer, and wraps the optimizer in Keras's LossScaleOptimizer in both loops
@@ -118,7 +120,12 @@ class Trainer:
             self.updater.build(self.model.trainable_variables)
 
     def _variables(self) -> dict[str, list]:
-        return {"model": self.model.weights, "optimizer": self.updater.variables}
+        """A checkpoint's groups: the model's weights, the optimizer's variables, and the states
+        of the model's random generators (dropout), so a resumed run draws what an uninterrupted
+        one would."""
+        weights = {id(w) for w in self.model.weights}
+        rng = [v for v in self.model.variables if id(v) not in weights]
+        return {"model": self.model.weights, "optimizer": self.updater.variables, "rng": rng}
 
     def _restore(self, state: dict) -> None:
         self.start_epoch = int(state.get("epoch", 0))
@@ -127,7 +134,10 @@ class Trainer:
         self.checkpoint = state.get("checkpoint")
         if self.checkpoint:
             with self.strategy.scope():
-                load_checkpoint(self.run_dir / self.checkpoint, self._variables())
+                # a checkpoint written before they held "rng" leaves the generators as built
+                load_checkpoint(
+                    self.run_dir / self.checkpoint, self._variables(), optional=("rng",)
+                )
             self.reporter.message(
                 f"resuming after epoch {self.start_epoch} of {self.opts.epochs} from "
                 f"{self.checkpoint} (optimizer step {self.step}); an epoch cut short runs again"
