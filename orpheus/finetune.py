@@ -10,6 +10,14 @@ The run takes the source model's recipe (`features.Recipe`), whatever the worksp
 for musicnn, 16 kHz log-mel with 96 mels, 187-frame (3 s) windows, no per-window normalisation;
 the run records it, so `test` and `predict` feed the model what it was trained on. Records that
 cannot give those features are refused with the command that builds matching ones.
+
+`resume` continues a head or fine-tuning run (`orpheus train --resume RUN`) through the Trainer's
+one resume mechanism, with the method, source, settings and seed the run recorded. A fine-tuning
+run draws a fixed number of steps per epoch from one stream seeded by the run's seed, and a
+resumed one skips what the saved epochs drew (reading, not training: a fraction of their time);
+a head run's epochs are ordered by (seed, epoch) alone. With the dropout state the checkpoints
+hold, a run stopped after any epoch and resumed ends with the weights an uninterrupted run
+reaches.
 """
 
 from __future__ import annotations
@@ -22,13 +30,24 @@ from typing import Any
 
 import keras
 
-from orpheus import embeddings
+from orpheus import embeddings, pretrained, runs
 from orpheus.errors import OrpheusError
+from orpheus.training.lifecycle import stop_on_sigterm, transfer_method
 from orpheus.workspace import Workspace
 
 FREEZE = ("frontend", "all-but-head", "none")
 EPOCHS = 3
 LEARNING_RATE = 1e-4  # a tenth of Adam's default: large steps would undo the pretraining
+# what makes a run the run it is: a resumed one must agree (epochs may be raised, as for any run)
+METHOD_KEYS = ("method", "head", "level", "embeddings", "init", "freeze", "seed")
+FLAGS = {
+    "head": "--head",
+    "level": "--head-level",
+    "embeddings": "--embeddings",
+    "init": "--init",
+    "freeze": "--freeze",
+    "steps_per_epoch": "--steps-per-epoch",
+}
 
 
 @dataclass
@@ -56,7 +75,6 @@ def create(
     ws: Workspace, run_id: str, recipe, index: dict, labels: list[str], method: dict
 ) -> Path:
     """The run folder, its config recording `recipe` (whatever the workspace config says)."""
-    from orpheus import runs
     from orpheus.records import spec_of
 
     cfg = ws.config
@@ -70,6 +88,130 @@ def create(
     return runs.create_run(
         runs.runs_dir(ws), run_id, config=effective, labels=labels, recipe=recipe
     )
+
+
+def reopen(
+    ws: Workspace, run_id: str, recipe, labels: list[str], method: dict
+) -> tuple[Path, dict]:
+    """An existing run to continue, and its state: refused unless it was made by `method` (its
+    METHOD_KEYS) from the same features and labels."""
+    run = runs.find(ws, run_id)
+    if not run.config_path.is_file():
+        raise OrpheusError(f"no run {run.id} in {run.dir.parent} (no config.json)")
+    recorded = {k: run.train_options.get(k) for k in METHOD_KEYS}
+    wanted = {k: method.get(k) for k in METHOD_KEYS}
+    if recorded != wanted:
+        differ = "; ".join(
+            f"{k} {recorded[k]}, not {wanted[k]}" for k in wanted if recorded[k] != wanted[k]
+        )
+        raise OrpheusError(
+            f"run {run.id} was trained with {differ}",
+            hint="resume it with its own settings, or start a new run",
+        )
+    if run.recipe != recipe:
+        raise OrpheusError(
+            f"run {run.id} was trained on other features than its source model eats now",
+            hint="start a new run",
+        )
+    if run.labels != labels:
+        raise OrpheusError(
+            f"run {run.id} was trained on other labels than the TFRecords now give",
+            hint="the TFRecords or tags config changed since; start a new run",
+        )
+    return run.dir, run.state()
+
+
+def start(
+    ws: Workspace, run_id: str, recipe, index: dict, labels: list[str], method: dict, resume: bool
+) -> tuple[Path, dict | None]:
+    """The run folder, new (`create`) or to continue (`reopen`), and the state to resume from."""
+    if resume:
+        return reopen(ws, run_id, recipe, labels, method)
+    return create(ws, run_id, recipe, index, labels, method), None
+
+
+def fit(trainer, train_ds, valid_ds, state: dict | None):
+    """`trainer.fit`, resumed from `state` when given; SIGTERM stops it like Ctrl-C (the run
+    keeps a NOTE and can be resumed), as for every run."""
+    with stop_on_sigterm():
+        return trainer.fit(train_ds, valid_ds, resume_state=state)
+
+
+def resume(
+    ws: Workspace,
+    run_id: str,
+    *,
+    epochs: int | None = None,
+    reporter=None,
+    **given: str | int | None,
+) -> Outcome:
+    """Continue a head or fine-tuning run from its last checkpoint with the method, source,
+    settings and seed it recorded; `epochs` raises its target, as for any run. `given` holds the
+    flags a user repeated (head, level, embeddings, init, freeze, steps_per_epoch): each must
+    agree with the run, else a one-line error naming the flag."""
+    from orpheus import heads
+
+    run = runs.find(ws, run_id)
+    if not run.config_path.is_file():
+        raise OrpheusError(f"no run {run.id} in {run.dir.parent} (no config.json)")
+    method, kind = run.train_options, transfer_method(run)
+    for key, value in given.items():
+        if value is None:
+            continue
+        flag = FLAGS[key]
+        if kind is None:
+            raise OrpheusError(
+                f"run {run.id} was trained from scratch: {flag} does not apply",
+                hint=f"`orpheus train --resume {run.id}`",
+            )
+        if key in ("embeddings", "init"):
+            value = _source_name(str(value))
+        if method.get(key) is None:
+            raise OrpheusError(f"run {run.id} is a {_describe(method)}: {flag} does not apply")
+        if value != method[key]:
+            raise OrpheusError(
+                f"run {run.id} was trained with {flag} {method[key]}, not {value}",
+                hint=f"drop {flag}: --resume continues a run with its own settings",
+            )
+    if kind == "head":
+        return heads.train_head(
+            ws,
+            method["embeddings"],
+            kind=method["head"],
+            level=method["level"],
+            run_id=run.id,
+            epochs=epochs or method["epochs"],
+            seed=method["seed"],
+            reporter=reporter,
+            resume=True,
+        )
+    if kind == "fine-tune":
+        return finetune(
+            ws,
+            method["init"],
+            freeze=method["freeze"],
+            run_id=run.id,
+            epochs=epochs or method["epochs"],
+            steps_per_epoch=method.get("steps_per_epoch"),
+            seed=method["seed"],
+            reporter=reporter,
+            resume=True,
+        )
+    raise OrpheusError(
+        f"run {run.id} was trained from scratch, not from a pretrained model",
+        hint=f"`orpheus train --resume {run.id}`",
+    )
+
+
+def _source_name(model: str) -> str:
+    """A model as runs record their source: a bundled name, or `run/<id>`."""
+    return model if model in pretrained.NAMES else runs.PREFIX + model.removeprefix(runs.PREFIX)
+
+
+def _describe(method: dict) -> str:
+    if method.get("method") == "head":
+        return f"head run (--head {method['head']} --embeddings {method['embeddings']})"
+    return f"fine-tuning run (--init {method['init']} --freeze {method['freeze']})"
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -130,11 +272,16 @@ def finetune(
     steps_per_epoch: int | None = None,
     seed: int | None = None,
     reporter=None,
+    resume: bool = False,
 ) -> Outcome:
-    """Fine-tune `init` (a bundled model or a run) on the workspace's records into runs/<run_id>."""
+    """Fine-tune `init` (a bundled model or a run) on the workspace's records into runs/<run_id>;
+    with `resume`, continue that run from its last checkpoint (`reopen` checks it agrees)."""
+    import tensorflow as tf
+
     from orpheus import dataset
     from orpheus.records import read_index
     from orpheus.training import Trainer, TrainOptions
+    from orpheus.training.steps import count_batches
 
     if freeze not in FREEZE:
         raise OrpheusError(f"unknown --freeze {freeze!r}", hint=", ".join(FREEZE))
@@ -145,35 +292,40 @@ def finetune(
     embeddings.check(index, source.recipe, records_dir, source.name)
     mt = ws.settings.model_training
     seed = mt.seed if seed is None else seed
-    opts = TrainOptions(
-        epochs=epochs or EPOCHS,
-        steps_per_epoch=steps_per_epoch or mt.iterations,
-        optimizer={"name": "Adam", "learning_rate": LEARNING_RATE},
-        seed=seed,
-    )
+
     splits = ("train", "valid") if index["counts"].get("valid") else ("train",)
+    tf.random.set_seed(seed)  # the stream's order then depends on the run's seed alone
     dsets, labels = dataset.datasets(
-        records_dir,
-        ws.config,
-        splits,
-        seed=seed,
-        repeat=opts.steps_per_epoch is not None,
-        recipe=source.recipe,
+        records_dir, ws.config, splits, seed=seed, repeat=True, recipe=source.recipe
     )
+    steps = steps_per_epoch or mt.iterations
+    if steps is None:  # as many batches per epoch as one pass over the train split gives
+        one_pass, _ = dataset.datasets(
+            records_dir, ws.config, ("train",), seed=seed, recipe=source.recipe
+        )
+        steps = count_batches(one_pass["train"])
     method = {
         "method": "fine-tune",
         "init": source.name,
         "freeze": freeze,
-        "epochs": opts.epochs,
-        "steps_per_epoch": opts.steps_per_epoch,
+        "epochs": epochs or EPOCHS,
+        "steps_per_epoch": steps,
         "seed": seed,
     }
-    run_dir = create(ws, run_id, source.recipe, index, labels, method)
+    run_dir, state = start(ws, run_id, source.recipe, index, labels, method, resume)
+    opts = TrainOptions(
+        epochs=method["epochs"],
+        steps_per_epoch=steps,
+        optimizer={"name": "Adam", "learning_rate": LEARNING_RATE},
+        seed=seed,
+    )
+    # a resumed run goes on from the batch its saved epochs stopped at
+    train = dsets["train"].skip(int((state or {}).get("epoch", 0)) * steps)
 
     def model_fn() -> keras.Model:
         return with_new_output(source.build(), len(labels), freeze)
 
     trainer = Trainer(model_fn, len(labels), run_dir, opts, reporter=reporter)
-    result = trainer.fit(dsets["train"], dsets.get("valid"))
+    result = fit(trainer, train, dsets.get("valid"), state)
     register(ws, run_id, run_dir, method, result, inputs=dict(source.inputs))
     return Outcome(run_dir, result)

@@ -14,6 +14,7 @@ the head's `output` layer: musicnn's for a linear head, the hidden layer's for a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,11 +82,24 @@ def head_data(
     return HeadData(emb.vectors[windows], y[emb.track[windows]])
 
 
-def _dataset(data: HeadData, batch: int, seed: int | None) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((data.x, data.y))
-    if seed is not None:
-        ds = ds.shuffle(len(data.x), seed=seed)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+def _batches(data: HeadData, batch: int) -> tf.data.Dataset:
+    """The validation split's batches, in order."""
+    return tf.data.Dataset.from_tensor_slices((data.x, data.y)).batch(batch)
+
+
+def _epochs(data: HeadData, batch: int, seed: int, first: int, epochs: int) -> tf.data.Dataset:
+    """Epochs `first` .. `epochs - 1` of shuffled batches, made as they are drawn, each epoch in
+    an order that depends on (seed, epoch) alone (a stateless draw): a resumed run's epoch is the
+    one an uninterrupted run would have had."""
+    x, y, n = tf.constant(data.x), tf.constant(data.y), len(data.x)
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), e])
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch)
+
+    picked = tf.data.Dataset.range(first, max(epochs, first + 1)).flat_map(epoch)
+    return picked.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(tf.data.AUTOTUNE)
 
 
 def train_head(
@@ -98,8 +112,10 @@ def train_head(
     epochs: int | None = None,
     seed: int | None = None,
     reporter=None,
+    resume: bool = False,
 ) -> finetune.Outcome:
-    """Train a head on `source_name`'s cached embeddings into `runs/<run_id>` and register it.
+    """Train a head on `source_name`'s cached embeddings into `runs/<run_id>` and register it;
+    with `resume`, continue that run from its last checkpoint (`finetune.reopen` checks it).
 
     The cache is computed first if it is missing or stale (`embeddings.cached`).
     """
@@ -116,8 +132,10 @@ def train_head(
     if not len(train.x):
         raise OrpheusError("the train split has no track with one of the selected tags")
     seed = ws.settings.model_training.seed if seed is None else seed
+    batch = BATCH[level]
     opts = TrainOptions(
         epochs=epochs or EPOCHS,
+        steps_per_epoch=math.ceil(len(train.x) / batch),  # one pass, the last batch short
         optimizer={"name": "Adam", "learning_rate": LEARNING_RATE},
         seed=seed,
     )
@@ -129,15 +147,18 @@ def train_head(
         "epochs": opts.epochs,
         "seed": seed,
     }
-    run_dir = finetune.create(ws, run_id, source.recipe, index, labels, method)
+    run_dir, state = finetune.start(ws, run_id, source.recipe, index, labels, method, resume)
 
     def model_fn() -> keras.Model:
         return build_head(kind, emb.dim, len(labels))
 
     trainer = Trainer(model_fn, len(labels), run_dir, opts, reporter=reporter)
-    result = trainer.fit(
-        _dataset(train, BATCH[level], seed),
-        _dataset(valid, BATCH[level], None) if len(valid.x) else None,
+    done = int((state or {}).get("epoch", 0))
+    result = finetune.fit(
+        trainer,
+        _epochs(train, batch, seed, done, opts.epochs),
+        _batches(valid, batch) if len(valid.x) else None,
+        state,
     )
     if result.model_path is not None:
         head = keras.models.load_model(result.model_path, safe_mode=True, compile=False)

@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import keras
+import mutagen
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from process_helpers import ENV, PY, ROOT
+from tagger_helpers import SR
+from test_record import SECONDS, filecap  # noqa: F401 - the ALSA file-backed capture device
+from test_record import orpheus as orpheus_process
 from typer.testing import CliRunner
 
-from orpheus import embeddings, features, finetune, heads, pretrained, records
+from orpheus import embeddings, features, finetune, heads, pretrained, records, runs
 from orpheus.cli import app
+from orpheus.errors import OrpheusError
 from orpheus.example.layouts import use_example
 from orpheus.models.musicnn import build_musicnn
+from orpheus.training import lifecycle
 from orpheus.workspace import STALE, Workspace
 
 runner = CliRunner()
@@ -32,6 +42,8 @@ CROSS_CPU = 5e-5  # test_musicnn's tolerance: 4x the measured AVX2/AVX-512 diffe
 # A record holds the log-mel rounded to float16 (relative error <= 5e-4) while predict computes it
 # in float32 from audio: a bound on what that moves song-level probabilities through musicnn.
 FLOAT16_INPUT = 5e-3
+# A resumed run computes what the uninterrupted one does, op for op: only float noise may differ.
+SAME_RUN = {"rtol": 1e-5, "atol": 1e-7}
 
 
 def orpheus(ws: Path, *args: str):
@@ -202,6 +214,245 @@ def test_finetuned_run_keeps_its_frozen_front_end_then_tests_and_predicts(worksp
     wins, _ = _recipe(run).windows(ex["audio"])
     expected = model(tf.constant(wins), training=False).numpy().mean(axis=0)
     np.testing.assert_allclose(_predicted(workspace, "ft", song), expected, atol=FLOAT16_INPUT)
+
+
+# -- resuming, and a head run everywhere a run works --------------------------------------------
+
+
+def _checkpoint(run: Path, epoch: int) -> dict[str, np.ndarray]:
+    """A run's epoch checkpoint, 'group/position (variable)' -> array (model, optimizer, dropout
+    RNG; by position, since Keras numbers the names of a process's second optimizer)."""
+    with np.load(run / f"checkpoints/epoch-{epoch:04d}.npz", allow_pickle=False) as npz:
+        names = json.loads(npz["__names__"].tobytes())
+        return {
+            f"{group}/{i} ({name.split('/')[-1]})": npz[f"{group}/{i:05d}"]
+            for group, group_names in names.items()
+            for i, name in enumerate(group_names)
+        }
+
+
+def _assert_same_run(resumed: Path, whole: Path, epochs: int) -> None:
+    """The resumed run's last checkpoint and every epoch's metrics equal the uninterrupted run's."""
+    mine, theirs = _checkpoint(resumed, epochs), _checkpoint(whole, epochs)
+    assert mine.keys() == theirs.keys()
+    assert any(k.startswith("rng/") for k in mine)  # dropout's generators are checkpointed
+    for key, value in theirs.items():
+        np.testing.assert_allclose(mine[key], value, **SAME_RUN, err_msg=key)
+    histories = [json.loads((r / "state.json").read_text())["history"] for r in (resumed, whole)]
+    assert [h["epoch"] for h in histories[0]] == list(range(1, epochs + 1))
+    for a, b in zip(*histories, strict=True):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], **SAME_RUN)
+
+
+def _refused(ws: Path, run: str, args: list[str], message: str) -> None:
+    """`train --resume run ARGS` stops with one error line holding `message`, exit 2, the run
+    left as it was."""
+    state = (ws / "runs" / run / "state.json").read_bytes()
+    result = orpheus(ws, "train", "--resume", run, *args)
+    assert result.exit_code == 2, (result.stdout + result.stderr)[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert (ws / "runs" / run / "state.json").read_bytes() == state
+
+
+def test_a_head_run_stopped_by_sigterm_resumes_to_the_uninterrupted_runs_weights(workspace):
+    """SIGTERM an MLP head run (dropout: its random draws must continue too) once two epochs
+    are saved: it stops like a normal run, with the NOTE that says how to go on; `--resume`
+    then ends where a run never interrupted ends."""
+    run = workspace / "runs/sigterm"
+    train = ["train", "--head", "mlp", "--epochs"]
+    proc = subprocess.Popen(
+        [PY, "-m", "orpheus", "-w", str(workspace), *train, "100000", "--run-name", run.name],
+        env={**ENV, "ORPHEUS_WORKSPACE": ""},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 600  # a safety net only: saved epochs decide when to stop
+        saved = 0
+        while saved < 2:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no two epochs were saved within 600 s"
+            time.sleep(0.05)
+            try:
+                saved = json.loads((run / "state.json").read_text())["epoch"]
+            except (FileNotFoundError, ValueError):
+                pass
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-3000:]
+    stopped = json.loads((run / "state.json").read_text())
+    done = stopped["epoch"]
+    assert stopped["status"] == "interrupted" and done >= 2
+    note = (run / "NOTE").read_text()
+    assert f"{done} epoch(s) saved. Continue with `orpheus train --resume {run.name}`" in note
+
+    resumed = orpheus(workspace, "train", "--resume", run.name, "--epochs", str(done + 1))
+    ok(resumed)
+    assert f"resuming after epoch {done} of {done + 1}" in resumed.stderr
+    assert not (run / "NOTE").exists()
+    ok(orpheus(workspace, "-q", *train, str(done + 1), "--run-name", "sigterm-whole"))
+    _assert_same_run(run, workspace / "runs/sigterm-whole", done + 1)
+    assert json.loads((run / "state.json").read_text())["history"][:done] == stopped["history"]
+
+    for args, message in (
+        (["--head", "linear"], f"run {run.name} was trained with --head mlp, not linear"),
+        (["--head-level", "song"], "was trained with --head-level window, not song"),
+        (["--embeddings", "mtt-musicnn"], "with --embeddings msd-musicnn, not mtt-musicnn"),
+        (["--init", "msd-musicnn"], "is a head run (--head mlp --embeddings msd-musicnn)"),
+        (["--steps-per-epoch", "2"], "--steps-per-epoch does not apply"),
+        (["--frontend", "log-mel"], "--frontend does not apply to head and fine-tuning runs"),
+    ):
+        _refused(workspace, run.name, args, message)
+
+
+def test_a_finetuning_run_resumed_after_epoch_1_ends_as_an_uninterrupted_run(workspace):
+    common = ["--init", "mtt-musicnn", "--steps-per-epoch", "2"]
+    ok(orpheus(workspace, "-q", "train", *common, "--epochs", "1", "--run-name", "ft-half"))
+    resumed = orpheus(workspace, "train", "--resume", "ft-half", "--epochs", "2")
+    ok(resumed)
+    assert "resuming after epoch 1 of 2 from checkpoints/epoch-0001.npz" in resumed.stderr
+    ok(orpheus(workspace, "-q", "train", *common, "--epochs", "2", "--run-name", "ft-whole"))
+    run = workspace / "runs/ft-half"
+    _assert_same_run(run, workspace / "runs/ft-whole", 2)
+
+    # a finished run says so, as a normal run does, and keeps its weights
+    before = _checkpoint(run, 2)
+    again = orpheus(workspace, "train", "--resume", "ft-half", "--epochs", "2")
+    ok(again)
+    assert "all 2 epochs are done already" in again.stderr
+    after = _checkpoint(run, 2)
+    assert all(np.array_equal(after[k], v) for k, v in before.items())
+
+    for args, message in (
+        (["--freeze", "none"], "run ft-half was trained with --freeze frontend, not none"),
+        (["--init", "msd-musicnn"], "was trained with --init mtt-musicnn, not msd-musicnn"),
+        (["--steps-per-epoch", "3"], "was trained with --steps-per-epoch 2, not 3"),
+        (
+            ["--head", "linear"],
+            "is a fine-tuning run (--init mtt-musicnn --freeze frontend): --head does not",
+        ),
+        (["--schedule", "cyclic"], "--schedule does not apply to head and fine-tuning runs"),
+        (["--run-name", "other"], "--resume continues a run under its own name"),
+    ):
+        _refused(workspace, "ft-half", args, message)
+    with pytest.raises(OrpheusError, match="is a fine-tune run"):  # the scratch lifecycle
+        lifecycle.prepare(Workspace.open(workspace), lifecycle.TrainRequest(resume="ft-half"))
+
+
+def test_flags_that_do_not_fit_the_method_are_one_line_errors(workspace):
+    before = sorted((workspace / "runs").glob("*"))
+    for args, message in (
+        (["--freeze", "none"], "--freeze goes with --init"),
+        (["--head", "mlp", "--freeze", "none"], "--freeze goes with --init"),
+        (["--head-level", "song", "--steps-per-epoch", "2"], "--steps-per-epoch goes with --init"),
+        (["--init", "msd-musicnn", "--head-level", "song"], "--init fine-tunes, --head"),
+        (["--head", "linear", "--schedule", "one-cycle"], "--schedule does not apply"),
+        (["--init", "msd-musicnn", "--precision", "mixed"], "--precision does not apply"),
+    ):
+        result = orpheus(workspace, "train", *args, "--run-name", "never")
+        assert result.exit_code == 2, (result.stdout + result.stderr)[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], result.stderr
+    assert sorted((workspace / "runs").glob("*")) == before
+
+    # a run trained from scratch (only its config matters here) takes no head flags
+    ws = Workspace.open(workspace)
+    labels = finetune.workspace_labels(ws)[0]
+    cfg = {**ws.config, "frontend": "log-mel", "train": {"epochs": 1, "schedule": "constant"}}
+    runs.create_run(runs.runs_dir(ws), "scratch", config=cfg, labels=labels)
+    (workspace / "runs/scratch/state.json").write_text("{}")
+    _refused(workspace, "scratch", ["--head", "linear"], "run scratch was trained from scratch")
+
+
+@pytest.fixture(scope="module")
+def head_run(workspace) -> str:
+    """A linear head on msd-musicnn's embeddings, trained briefly."""
+    ok(orpheus(workspace, "-q", "train", "--head", "linear", "--epochs", "2", "--run-name", "lin"))
+    return "lin"
+
+
+def test_record_tags_with_a_head_run_as_predict_does(workspace, head_run, filecap, tmp_path):  # noqa: F811
+    take = tmp_path / "take.wav"
+    opts = ["--model", head_run, "-f", "json", "-t", "0"]
+    rec = orpheus_process(
+        "-w", workspace, "record", "--device", "filecap", "--samplerate", SR,
+        "--seconds", SECONDS, "--save", take, *opts, env=filecap["env"], cwd=tmp_path,
+    )  # fmt: skip
+    assert rec.returncode == 0, rec.stderr
+    pred = orpheus_process(
+        "-w", workspace, "predict", take, *opts, env=filecap["env"], cwd=tmp_path
+    )
+    assert pred.returncode == 0, pred.stderr
+    (from_record,), (from_predict,) = json.loads(rec.stdout), json.loads(pred.stdout)
+    labels = json.loads((workspace / "runs" / head_run / "labels.json").read_text())
+    assert from_record["model"] == from_predict["model"] == f"run/{head_run}"
+    assert list(from_record["probabilities"]) == labels
+    assert from_record["probabilities"] == from_predict["probabilities"]
+
+
+def test_predict_writes_a_head_runs_tags_into_the_file(workspace, head_run, tmp_path):
+    _, song = _test_track(workspace)
+    copy = Path(shutil.copy2(song, tmp_path / song.name))
+    result = orpheus(
+        workspace, "predict", copy, "--model", head_run, "--write-tags", "--top-k", "3", "-t", "0",
+        "-f", "json",
+    )  # fmt: skip
+    ok(result)
+    (record,) = json.loads(result.stdout)
+    top = [t["tag"] for t in record["tags"]]
+    assert len(top) == 3
+    tags = mutagen.File(copy).tags  # the example corpus's MP3s: ID3
+    own = json.loads(tags.getall(f"TXXX:ORPHEUS_TAGS:run_{head_run}")[0].text[0])
+    assert set(own["tags"]) == set(top)
+    # a run's labels without a category are genres (tagwrite.kinds_for)
+    assert [g for frame in tags.getall("TCON") for g in frame.text] == top
+    assert song.read_bytes() != copy.read_bytes()
+
+
+def test_a_head_runs_embeddings_feed_its_output_layer_and_a_second_head(
+    workspace, head_run, tmp_path
+):
+    """`predict --embeddings` writes the vectors the head's output layer reads, and a head run
+    is a source for another head (`train --embeddings RUN`): a linear head's embeddings are
+    musicnn's own penultimate vectors."""
+    _, song = _test_track(workspace)
+    out = tmp_path / "e.npz"
+    result = orpheus(
+        workspace, "predict", song, "--model", head_run, "--embeddings", out, "--taggram",
+        "-t", "0", "-f", "json",
+    )  # fmt: skip
+    ok(result)
+    (record,) = json.loads(result.stdout)
+    model = keras.models.load_model(
+        workspace / "runs" / head_run / "model.keras", safe_mode=True, compile=False
+    )
+    kernel, bias = model.get_layer("output").get_weights()
+    with np.load(out) as written:
+        vectors = written["windows"]
+    assert vectors.shape == (len(record["taggram"]["start"]), 200)
+    np.testing.assert_allclose(
+        record["taggram"]["probabilities"], 1 / (1 + np.exp(-(vectors @ kernel + bias))), atol=2e-6
+    )
+
+    ok(orpheus(
+        workspace, "-q", "train", "--head", "linear", "--embeddings", head_run, "--epochs", "1",
+        "--run-name", "on-lin",
+    ))  # fmt: skip
+    mine = embeddings.load(workspace / f"embeddings/run-{head_run}.npz")
+    musicnn = embeddings.load(workspace / "embeddings/msd-musicnn.npz")
+    assert list(mine.tids) == list(musicnn.tids) and np.array_equal(mine.track, musicnn.track)
+    np.testing.assert_allclose(mine.vectors, musicnn.vectors, rtol=0, atol=1e-5)
+    entry = Workspace.open(workspace).entry("run/on-lin")
+    assert entry["inputs"]["embeddings"]["artifact"] == f"embeddings/run-{head_run}"
 
 
 def _musicnn_recipe() -> features.Recipe:

@@ -73,27 +73,66 @@ def command(
         typer.Option(help="With --head: msd-musicnn, mtt-musicnn or a run (default msd-musicnn)."),
     ] = None,
     head_level: Annotated[
-        str, typer.Option(help="With --head: learn from each window's embedding, or a song's mean.")
-    ] = "window",
+        str | None,
+        typer.Option(
+            help="With --head: window (each window's embedding, the default) or song (its mean)."
+        ),
+    ] = None,
     init: Annotated[
         str | None,
         typer.Option(help="Fine-tune msd-musicnn, mtt-musicnn or a run, with a new output layer."),
     ] = None,
     freeze: Annotated[
-        str, typer.Option(help="With --init: what stays fixed: frontend, all-but-head or none.")
-    ] = "frontend",
+        str | None,
+        typer.Option(
+            help="With --init: what stays fixed: frontend (the default), all-but-head or none."
+        ),
+    ] = None,
     extra: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
     """Train the tagger (waveform or log-mel front end); each run gets a folder runs/<id>."""
+    from orpheus import runs
     from orpheus.training import lifecycle
 
-    if head or init or embeddings:
-        lifecycle.check(lifecycle.TrainRequest(epochs=epochs, run_name=run_name))
+    gpu_ids, hosts = _spread_lists(gpus, worker_hosts, extra)
+    lifecycle.check(
+        lifecycle.TrainRequest(
+            epochs=epochs, steps_per_epoch=steps_per_epoch, run_name=run_name, resume=resume
+        )
+    )
+    # a head or fine-tuning run, new or resumed, is trained by orpheus.heads / orpheus.finetune
+    if any((head, embeddings, head_level, init, freeze)) or (
+        resume and lifecycle.transfer_method(runs.find(workspace(ctx), resume))
+    ):
+        scratch_only = {
+            "--frontend": frontend,
+            "--gpus": gpu_ids,
+            "--schedule": schedule != "constant",
+            "--custom": custom,
+            "--find-lr": find_lr,
+            "--summary": summary,
+            "--precision": precision,
+            "--jit": jit,
+            "--cache": cache,
+            "--worker-hosts": hosts,
+            "--worker-index": worker_index is not None,
+        }
+        for flag, value in scratch_only.items():
+            if value:
+                raise OrpheusError(f"{flag} does not apply to head and fine-tuning runs")
         _transfer(
-            ctx, head, embeddings, head_level, init, freeze, run_name, epochs, steps_per_epoch
+            ctx,
+            head=head,
+            source=embeddings,
+            level=head_level,
+            init=init,
+            freeze=freeze,
+            run_name=run_name,
+            resume=resume,
+            epochs=epochs,
+            steps=steps_per_epoch,
         )
         return
-    gpu_ids, hosts = _spread_lists(gpus, worker_hosts, extra)
     request = lifecycle.TrainRequest(
         frontend=frontend,
         epochs=epochs,
@@ -144,23 +183,66 @@ def command(
         )
 
 
-def _transfer(ctx, head, source, level, init, freeze, run_name, epochs, steps) -> None:
-    """--head / --init: learn from a pretrained model (`orpheus.heads`, `orpheus.finetune`)."""
+def _transfer(
+    ctx: typer.Context,
+    *,
+    head: str | None,
+    source: str | None,
+    level: str | None,
+    init: str | None,
+    freeze: str | None,
+    run_name: str | None,
+    resume: str | None,
+    epochs: int | None,
+    steps: int | None,
+) -> None:
+    """--head / --init, or --resume of such a run: learn from a pretrained model
+    (`orpheus.heads`, `orpheus.finetune`)."""
     import datetime as dt
+
+    if init and (head or source or level):
+        raise OrpheusError(
+            "--init fine-tunes, --head/--embeddings/--head-level train a head: choose one"
+        )
+    new_head = not (init or resume)
+    if new_head and freeze:
+        raise OrpheusError("--freeze goes with --init: a head leaves its source model as it is")
+    if new_head and steps:
+        raise OrpheusError(
+            "--steps-per-epoch goes with --init: a head takes one pass over its embeddings"
+            " per epoch"
+        )
+    if resume and run_name and run_name != resume:
+        raise OrpheusError("--resume continues a run under its own name: drop --run-name")
 
     from orpheus import finetune, heads, pretrained
 
-    if init and (head or source):
-        raise OrpheusError("--init fine-tunes, --head/--embeddings train a head: choose one")
     ws = workspace(ctx)
-    run_id = run_name or f"{'finetune' if init else 'head'}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    run_id = (
+        resume
+        or run_name
+        or f"{'finetune' if init else 'head'}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    )
     with progress(ctx) as bar:
         reporter = _Reporter(ctx, bar)
-        if init:
+        if resume:
+            outcome = finetune.resume(
+                ws,
+                resume,
+                epochs=epochs,
+                reporter=reporter,
+                head=head,
+                level=level,
+                embeddings=source,
+                init=init,
+                freeze=freeze,
+                steps_per_epoch=steps,
+            )
+        elif init:
             outcome = finetune.finetune(
                 ws,
                 init,
-                freeze=freeze,
+                freeze=freeze or "frontend",
                 run_id=run_id,
                 epochs=epochs,
                 steps_per_epoch=steps,
@@ -171,7 +253,7 @@ def _transfer(ctx, head, source, level, init, freeze, run_name, epochs, steps) -
                 ws,
                 source or pretrained.DEFAULT,
                 kind=head or "linear",
-                level=level,
+                level=level or "window",
                 run_id=run_id,
                 epochs=epochs,
                 reporter=reporter,
@@ -182,6 +264,12 @@ def _transfer(ctx, head, source, level, init, freeze, run_name, epochs, steps) -
         f"best {result.monitor} {result.best or 0:.4f}"
     )
     console.print(f"model: {result.model_path}")
+    if result.status.startswith("failed"):
+        raise OrpheusError(
+            f"training {result.status}",
+            hint=f"the run can go on with `--resume {run_id}`",
+            exit_code=EXIT_PARTIAL,
+        )
 
 
 # -- option handling ------------------------------------------------------------------------------

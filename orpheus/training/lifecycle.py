@@ -29,6 +29,7 @@ from orpheus.training.progress import PrintReporter, Reporter
 from orpheus.workspace import Workspace
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TRANSFER_METHODS = ("head", "fine-tune")  # a run's train.method when not trained from scratch
 
 
 @dataclass
@@ -119,6 +120,11 @@ def prepare(ws: Workspace, req: TrainRequest, *, message: Callable[[str], None] 
         run = runs.find(ws, req.resume)
         if not run.config_path.is_file():
             raise OrpheusError(f"no run {run.id} in {run.dir.parent} (no config.json)")
+        if transfer_method(run):
+            raise OrpheusError(
+                f"run {run.id} is a {transfer_method(run)} run: `finetune.resume` continues it",
+                hint=f"`orpheus train --resume {run.id}` picks the right one",
+            )
         cfg, frontend, train = run.config, run.frontend, run.train_options
         if req.frontend is not None and req.frontend != frontend:
             raise OrpheusError(f"run {run.id} trains {frontend}, not {req.frontend}")
@@ -320,6 +326,15 @@ def check_records(records_dir: Path, cfg: dict) -> dict:
     if not index["counts"].get("train"):
         raise OrpheusError(f"the TFRecords in {records_dir} have no training tracks")
     return index
+
+
+def transfer_method(run: runs.Run) -> str | None:
+    """ "head" or "fine-tune" for a run learnt from a pretrained model (`orpheus.heads`,
+    `orpheus.finetune`, which resume it), None for one trained here from scratch."""
+    if not run.config_path.is_file():
+        return None
+    method = run.train_options.get("method")
+    return method if method in TRANSFER_METHODS else None
 
 
 def _labels_or_none(run: runs.Run) -> list[str] | None:
