@@ -229,25 +229,39 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
+PIECE_FRAMES = 1 << 16  # native frames mixed down and resampled at a time: see mono_blocks
+
+
 def mono_blocks(
     path: str | Path, sr: int | None = DEFAULT_SR, block_frames: int = BLOCK_FRAMES
 ) -> Iterator[np.ndarray]:
-    """A file as mono float32 at `sr` (None: its own rate), block by block as it decodes.
+    """A file as mono float32 at `sr` (None: its own rate), piece by piece as it decodes.
 
     The resampler is soxr's stream (`soxr.ResampleStream`, HQ), which carries its filter state
-    between blocks: its output equals `soxr.resample` of the whole signal bit for bit.
+    between pieces: its output equals `soxr.resample` of the whole signal bit for bit.
+
+    Each decoded block is mixed down and resampled in pieces of `PIECE_FRAMES`, so that every
+    temporary made from a piece, here and downstream (`LogMelStream`'s windowed frames and
+    spectrum), stays under ~0.5 MB: glibc's malloc serves those from memory it keeps, where
+    whole 2 MB blocks had it map fresh pages and fault them in again, block after block (24 x
+    30 s 44.1 kHz stereo MP3s decoded into Tracks by 2 threads, medians of two runs of 10-12
+    rounds: 1,628 and 1,327 -> 343 and 254 page faults, 35.6 and 34.1 -> 34.7 and 32.4 CPU-ms
+    per clip). The blocks read stay
+    `block_frames`: libsndfile decodes some damaged MP3s differently when read in other sizes
+    (tests/fixtures/musicnn_clips/jazz-22k.mp3 by up to 0.37 in 2**16-frame reads).
     """
     resampler = None
     for block, rate in stream_audio(path, block_frames):
-        y = to_mono(block)
-        if sr is None or rate == sr:
-            yield y
-            continue
-        if resampler is None:
-            import soxr
+        for start in range(0, len(block), PIECE_FRAMES):
+            y = to_mono(block[start : start + PIECE_FRAMES])
+            if sr is None or rate == sr:
+                yield y
+                continue
+            if resampler is None:
+                import soxr
 
-            resampler = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
-        yield resampler.resample_chunk(y)
+                resampler = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+            yield resampler.resample_chunk(y)
     if resampler is not None:
         yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
@@ -494,21 +508,9 @@ def reduce_track(
     return Track(np.concatenate(parts), loudness, mel.sample_rate, head, tail)
 
 
-# Native-rate frames per block when decoding into a Track: ~1.5 s, 512 KB in stereo at 44.1 kHz.
-TRACK_BLOCK_FRAMES = 1 << 16
-
-
 def decode_track(path: str | Path, mel: LogMelParams, *, waveform: bool = False) -> Track:
-    """Decode a file in blocks straight into a `Track` at `mel.sample_rate` (`mono_blocks`).
-
-    The blocks are `TRACK_BLOCK_FRAMES`, a quarter of `stream_audio`'s default: each block's
-    temporaries (decoded, mono, resampled, windowed frames, spectrum) then stay under ~0.5 MB,
-    which glibc's malloc serves from memory it keeps, where 2 MB blocks had it map fresh pages
-    and fault them in again for every block (measured on a 30 s 44.1 kHz stereo MP3: 3,000 page
-    faults and 32-33 ms of CPU, now 150 faults and 28-29 ms).
-    """
-    blocks = mono_blocks(path, mel.sample_rate, TRACK_BLOCK_FRAMES)
-    return reduce_track(blocks, mel, waveform=waveform)
+    """Decode a file in blocks straight into a `Track` at `mel.sample_rate` (`mono_blocks`)."""
+    return reduce_track(mono_blocks(path, mel.sample_rate), mel, waveform=waveform)
 
 
 def _short_reason(exc: BaseException) -> str:
