@@ -434,36 +434,12 @@ class LogMelStream:
 @functools.lru_cache(maxsize=8)
 def _mel_basis(params: LogMelParams) -> tuple[np.ndarray, np.ndarray]:
     """(Slaney mel filterbank transposed, (n_fft/2 + 1, n_mels), float32; periodic Hann window,
-    float64): librosa's `melspectrogram` defaults, computed as `librosa.filters.mel` and
-    `get_window("hann", fftbins=True)` compute them, bit for bit (tests/test_streaming.py).
-    Not imported from librosa: its filters module loads numba and scipy.signal, ~1 CPU-second
-    that the first decoded file of every `predict` paid for a few microseconds of arithmetic."""
-    sr, n_fft = params.sample_rate, params.n_fft
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), params.n_mels + 2))
-    widths = np.diff(edges)
-    ramps = np.subtract.outer(edges, np.fft.rfftfreq(n_fft, 1.0 / sr))
-    rising, falling = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
-    basis = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
-    basis *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # Slaney norm: each band's area is 1
-    window = (0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n_fft + 1)))[:-1]
-    return np.ascontiguousarray(basis.T), window
+    float64): librosa's `melspectrogram` defaults."""
+    import librosa
 
-
-# Slaney's mel scale (librosa's default, htk=False): linear to 1 kHz, logarithmic above.
-_MEL_STEP_HZ, _LOG_HZ = 200.0 / 3, 1000.0
-_LOG_MEL, _LOG_STEP = _LOG_HZ / _MEL_STEP_HZ, np.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    log = _LOG_MEL + np.log(np.maximum(hz, _LOG_HZ) / _LOG_HZ) / _LOG_STEP
-    return np.where(hz >= _LOG_HZ, log, hz / _MEL_STEP_HZ)
-
-
-def _mel_to_hz(mel) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    log = _LOG_HZ * np.exp(_LOG_STEP * (mel - _LOG_MEL))
-    return np.where(mel >= _LOG_MEL, log, _MEL_STEP_HZ * mel)
+    basis = librosa.filters.mel(sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels)
+    window = librosa.filters.get_window("hann", params.n_fft, fftbins=True)
+    return np.ascontiguousarray(basis.T, np.float32), window
 
 
 @dataclass

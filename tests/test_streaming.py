@@ -58,33 +58,6 @@ def test_log_mel_in_any_pieces_equals_the_whole(n):
         np.testing.assert_allclose(np.concatenate(frames), whole, rtol=0, atol=TOLERANCE)
 
 
-@pytest.mark.parametrize(
-    "params",
-    [MEL, LogMelParams(22050, 2048, 512, 128), LogMelParams(44100, 1024, 441, 40),
-     LogMelParams(8000, 400, 160, 64)],
-)  # fmt: skip
-def test_the_mel_filterbank_and_window_are_librosas_bit_for_bit(params):
-    basis, window = audio._mel_basis(params)
-    want = librosa.filters.mel(sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels)
-    np.testing.assert_array_equal(basis, want.T)
-    assert basis.dtype == np.float32 and basis.flags.c_contiguous
-    np.testing.assert_array_equal(window, librosa.filters.get_window("hann", params.n_fft))
-
-
-def test_decoding_into_features_never_imports_librosa(tmp_path):
-    """Importing librosa's filters costs ~1 CPU-second (numba, scipy.signal): the first file of
-    every `predict` paid it, before the model could start."""
-    path = tmp_path / "tone.wav"
-    sf.write(path, 0.1 * np.sin(np.arange(48000) / 10.0), 48000)
-    code = (
-        "import sys\nfrom orpheus import audio\n"
-        f"assert audio.decode_track({str(path)!r}, audio.LogMelParams()).features.shape[0] > 0\n"
-        "print('librosa' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
-
-
 @pytest.fixture(scope="module")
 def song(tmp_path_factory) -> dict[str, Path]:
     """13 s of music at 44.1 kHz in stereo (three decode blocks) as FLAC and MP3."""
