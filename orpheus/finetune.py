@@ -95,9 +95,7 @@ def reopen(
 ) -> tuple[Path, dict]:
     """An existing run to continue, and its state: refused unless it was made by `method` (its
     METHOD_KEYS) from the same features and labels."""
-    run = runs.find(ws, run_id)
-    if not run.config_path.is_file():
-        raise OrpheusError(f"no run {run.id} in {run.dir.parent} (no config.json)")
+    run = runs.find(ws, run_id).require_config()
     recorded = {k: run.train_options.get(k) for k in METHOD_KEYS}
     wanted = {k: method.get(k) for k in METHOD_KEYS}
     if recorded != wanted:
@@ -151,9 +149,7 @@ def resume(
     agree with the run, else a one-line error naming the flag."""
     from orpheus import heads
 
-    run = runs.find(ws, run_id)
-    if not run.config_path.is_file():
-        raise OrpheusError(f"no run {run.id} in {run.dir.parent} (no config.json)")
+    run = runs.find(ws, run_id).require_config()
     method, kind = run.train_options, transfer_method(run)
     for key, value in given.items():
         if value is None:

@@ -136,6 +136,13 @@ class Run:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def require_config(self) -> Run:
+        """Itself, once checked to hold its config (all a run needs to be resumed); else a
+        one-line error."""
+        if not self.config_path.is_file():
+            raise OrpheusError(f"no run {self.id} in {self.dir.parent} (no config.json)")
+        return self
+
     def require_model(self) -> Run:
         """Itself, once checked to hold model, labels and config; else a one-line error."""
         if not self.dir.is_dir():

@@ -117,12 +117,10 @@ def prepare(ws: Workspace, req: TrainRequest, *, message: Callable[[str], None] 
     runs_dir = runs.runs_dir(ws)
     state, train = None, {}
     if req.resume:
-        run = runs.find(ws, req.resume)
-        if not run.config_path.is_file():
-            raise OrpheusError(f"no run {run.id} in {run.dir.parent} (no config.json)")
-        if transfer_method(run):
+        run = runs.find(ws, req.resume).require_config()
+        if kind := transfer_method(run):
             raise OrpheusError(
-                f"run {run.id} is a {transfer_method(run)} run: `finetune.resume` continues it",
+                f"run {run.id} is a {kind} run: `finetune.resume` continues it",
                 hint=f"`orpheus train --resume {run.id}` picks the right one",
             )
         cfg, frontend, train = run.config, run.frontend, run.train_options
