@@ -275,6 +275,35 @@ def test_same_seed_gives_identical_files_serial_or_parallel(tmp_path: Path) -> N
     ]
 
 
+@pytest.mark.parametrize(("sr", "channels", "bit_rate"), [(44100, 2, 96_000), (22050, 1, 80_000)])
+def test_mp3s_are_constant_bit_rate_gapless_and_tagless(
+    tmp_path: Path, sr: int, channels: int, bit_rate: int
+) -> None:
+    """What the previews need of the encoder, read back by mutagen and libsndfile: the bit rate
+    asked for (the faults' sizes depend on it), every frame of audio and no more, no ID3 tag."""
+    import soundfile as sf
+    from mutagen.mp3 import MP3, BitrateMode
+
+    from orpheus.example.encoding import write_mp3
+
+    t = np.arange(int(2.5 * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None].repeat(channels, axis=1)
+    path = tmp_path / "a.mp3"
+    write_mp3(path, y, sr, bit_rate)
+    info = MP3(path).info  # its bit rate is worked out from the length and size: 96001 for 96k
+    assert (round(info.bitrate, -3), info.bitrate_mode, info.sample_rate) == (
+        bit_rate,
+        BitrateMode.CBR,
+        sr,
+    )
+    assert MP3(path).tags is None
+    decoded, rate = sf.read(path)
+    assert rate == sr and len(decoded) == len(y)
+    assert np.corrcoef(decoded.reshape(len(y), -1)[:, 0], y[:, 0])[0, 1] > 0.99
+    write_mp3(tmp_path / "b.mp3", y, sr, bit_rate)
+    assert (tmp_path / "b.mp3").read_bytes() == path.read_bytes()
+
+
 def test_bad_input_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     for n in (0, -3):
         with pytest.raises(OrpheusError):

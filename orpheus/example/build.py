@@ -16,10 +16,10 @@ import numpy as np
 from orpheus.errors import OrpheusError
 from orpheus.example import metadata
 from orpheus.example.plan import (
-    LEVEL_56K,
-    LEVEL_80K_22K,
-    LEVEL_96K,
-    LEVEL_320K,
+    MP3_56K,
+    MP3_80K_22K,
+    MP3_96K,
+    MP3_320K,
     PREVIEW_SECONDS,
     SHORT_SECONDS,
     SILENCE_CONFIG,
@@ -106,7 +106,7 @@ def _jobs(plan: Plan, audio_root: Path) -> list[dict]:
             "seconds": PREVIEW_SECONDS,
             "sr": t.sr,
             "channels": t.channels,
-            "level": LEVEL_80K_22K if t.sr == 22050 else LEVEL_96K,
+            "bit_rate": MP3_80K_22K if t.sr == 22050 else MP3_96K,
             "gaps": [],
             "truncate": None,
             "seed": [plan.seed, t.index if t.song_of is None else t.song_of, 2],
@@ -118,11 +118,11 @@ def _jobs(plan: Plan, audio_root: Path) -> list[dict]:
         elif fault == "silent":
             job["kind"] = "silent"
         elif fault == "short-clip":
-            job["seconds"], job["level"] = SHORT_SECONDS, LEVEL_320K
+            job["seconds"], job["bit_rate"] = SHORT_SECONDS, MP3_320K
         elif fault == "truncated-short":  # ~10 s of 320 kbit/s left: long enough in bytes
-            job["level"], job["truncate"] = LEVEL_320K, 400_000 + 17
+            job["bit_rate"], job["truncate"] = MP3_320K, 400_000 + 17
         elif fault == "truncated-small":  # ~21 s of 56 kbit/s left: long enough in seconds
-            job["level"], job["truncate"] = LEVEL_56K, 150_000 + 17
+            job["bit_rate"], job["truncate"] = MP3_56K, 150_000 + 17
         elif fault == "silent-gaps":  # five 0.8 s gaps: 4 s in all, none longer than 1 s
             job["gaps"] = [(4.0 + 5.0 * k, 0.8) for k in range(5)]
         elif fault == "long-silent-gap":  # one 2 s gap
@@ -159,7 +159,7 @@ def _run_jobs(
 
 def write_audio(job: dict) -> int:
     """Render, damage as planned, encode to MP3 and write one preview; returns its size."""
-    import soundfile as sf
+    from orpheus.example.encoding import write_mp3
 
     path = Path(job["path"])
     if job["kind"] == "empty":
@@ -184,15 +184,7 @@ def write_audio(job: dict) -> int:
         audio[frames - fade :] *= ramp[::-1]
     if job["channels"] == 1:
         audio = audio.mean(axis=1, keepdims=True)
-    sf.write(
-        str(path),
-        audio,
-        job["sr"],
-        format="MP3",
-        subtype="MPEG_LAYER_III",
-        bitrate_mode="CONSTANT",
-        compression_level=job["level"],
-    )
+    write_mp3(path, audio, job["sr"], job["bit_rate"])
     if job["truncate"] is not None:
         with open(path, "r+b") as f:
             f.truncate(job["truncate"])

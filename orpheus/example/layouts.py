@@ -254,34 +254,13 @@ def _transcode(source: Path, target: Path, ext: str) -> None:
     import soundfile as sf
 
     from orpheus.audio import read_audio
+    from orpheus.example.encoding import write_aac
 
     y, sr = read_audio(source)
     if ext == "m4a":
-        _write_aac(target, y, sr)
+        write_aac(target, y, sr)
     else:
         sf.write(target, y, sr, format={"flac": "FLAC", "ogg": "OGG"}[ext])
-
-
-def _write_aac(path: Path, y, sr: int) -> None:
-    """(frames, channels) float audio as AAC in an MP4 container, 160 kbit/s, through PyAV."""
-    from fractions import Fraction
-
-    import av
-    import numpy as np
-
-    planar = np.ascontiguousarray(np.asarray(y, np.float32).reshape(len(y), -1).T)
-    layout = "stereo" if planar.shape[0] == 2 else "mono"
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=sr, layout=layout)
-        stream.bit_rate = 160_000
-        for start in range(0, planar.shape[1], 8192):
-            block = np.ascontiguousarray(planar[:, start : start + 8192])
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
-            frame.sample_rate, frame.pts, frame.time_base = sr, start, Fraction(1, sr)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
 
 
 def write_fields(path: Path, values: dict[str, list[str]], *, id3v23: bool = False) -> None:

@@ -23,11 +23,11 @@ SILENCE_CONFIG = {
     "filter_max_silence": 1.0,
     "top_db": 60,
 }
-# MP3 constant-bitrate compression levels (libsndfile/LAME) and the bitrates they give.
-LEVEL_96K = 0.8  # 44.1 kHz: 96 kbit/s -> ~360 kB per 30 s
-LEVEL_80K_22K = 0.5  # 22.05 kHz: 80 kbit/s -> ~300 kB per 30 s
-LEVEL_320K = 0.0  # 320 kbit/s: a 10 s clip is still ~400 kB (fails on length only)
-LEVEL_56K = 0.9  # 56 kbit/s: cut to 150 kB it holds ~21 s (fails on size only)
+# MP3 constant bit rates, bit/s.
+MP3_96K = 96_000  # 44.1 kHz: ~360 kB per 30 s
+MP3_80K_22K = 80_000  # 22.05 kHz: ~300 kB per 30 s
+MP3_320K = 320_000  # a 10 s clip is still ~400 kB (fails on length only)
+MP3_56K = 56_000  # cut to 150 kB it holds ~21 s (fails on size only)
 
 # Faults that change the audio file, with the silence stage's verdict for each.
 AUDIO_FAULTS = {

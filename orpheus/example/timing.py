@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from orpheus.example.plan import LEVEL_96K, PREVIEW_SECONDS
+from orpheus.example.plan import MP3_96K, PREVIEW_SECONDS
 
 CLIP_SECONDS = 2.0
 CALIBRATION_BATCH = 8
@@ -45,22 +45,13 @@ class Estimate:
 
 def render_seconds_per_track() -> float:
     """Wall seconds one core takes to render and encode a 30 s preview (timed on a 2 s clip)."""
-    import soundfile as sf
-
+    from orpheus.example.encoding import write_mp3
     from orpheus.example.music import compose, render
 
     start = time.perf_counter()
     song = compose("rock", "90s", "male", CLIP_SECONDS, [0, 0, 2])
     audio = render(song, CLIP_SECONDS, 44100)
-    sf.write(
-        io.BytesIO(),
-        audio,
-        44100,
-        format="MP3",
-        subtype="MPEG_LAYER_III",
-        bitrate_mode="CONSTANT",
-        compression_level=LEVEL_96K,
-    )
+    write_mp3(io.BytesIO(), audio, 44100, MP3_96K)
     return (time.perf_counter() - start) * PREVIEW_SECONDS / CLIP_SECONDS
 
 
