@@ -20,9 +20,12 @@ import time
 from pathlib import Path
 
 from orpheus.commands.demo import pipeline_stages
+from orpheus.example.build import EXAMPLE_TRAINING_CONFIG
 
 TRACKS = int(os.environ.get("ORPHEUS_BENCH_DEMO_TRACKS", 200))
-EPOCHS = int(os.environ.get("ORPHEUS_BENCH_DEMO_EPOCHS", 6))
+EPOCHS = int(
+    os.environ.get("ORPHEUS_BENCH_DEMO_EPOCHS", EXAMPLE_TRAINING_CONFIG["model-training"]["epochs"])
+)
 ISA = os.environ.get("ONEDNN_MAX_CPU_ISA", "all")
 
 

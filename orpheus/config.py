@@ -67,6 +67,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...] | type, Any]]] = {
         "batch_size": (int, 64),
         "iterations": (OPT_INT, None),
         "epochs": (int, 10),
+        "schedule": (str, "constant"),  # constant, cyclic or one-cycle (train --schedule)
         "seed": (int, 0),
         "interleave_cycle_length": (int, 2),
         "interleave_block_length": (int, 1),
@@ -305,6 +306,7 @@ class TrainingSettings:
     batch_size: int
     iterations: int | None
     epochs: int
+    schedule: str
     seed: int
     interleave_cycle_length: int
     interleave_block_length: int

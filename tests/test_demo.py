@@ -33,6 +33,8 @@ def test_demo_runs_every_stage_then_reuses_them(example_corpus: Path, tmp_path: 
     states = Workspace.open(ws.root).states()
     assert {states[n][0] for n in ("scan", "wrangle", "silence", "clean-tags")} == {"ok"}
     assert states["run/demo"][0] == "ok"
+    trained = json.loads((ws.root / "runs/demo/config.json").read_text())["train"]
+    assert trained["schedule"] == "one-cycle"  # the example config's, no --schedule given
     scan = Workspace.open(ws.root).entry("scan")["command"]
     assert scan == f"orpheus -w '{ws.root}' scan"  # the stage's own command line, not `demo`
 

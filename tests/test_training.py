@@ -390,22 +390,24 @@ def _runs(ws_root: Path) -> set[str]:
     [
         (["--frontend", "mfcc"], None, "unknown frontend 'mfcc'"),
         (["--frontend", "waveform"], None, "no tfrecords/waveform yet"),
-        ([], "top", "asks for the top 60 tags, but the TFRecords have only 6"),
+        ([], {"tags": {"top": 60}}, "asks for the top 60 tags, but the TFRecords have only 6"),
+        ([], {"model-training": {"schedule": "linear"}}, "unknown schedule 'linear'"),
         (["--gpus", "99"], None, "no GPU 99"),
         (["--resume", "nope"], None, "no run nope"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_leaves_no_run_folder(built, args, setup, message):
     before = _runs(built.root)
-    if setup == "top":
-        cfg = json.loads((built.root / "config.json").read_text())
-        cfg["tags"]["top"] = 60
-        ws_copy = built.root.parent / "ws-top"
-        if not ws_copy.exists():
-            import shutil
+    if setup:  # config changes, made in a copy of the workspace
+        import shutil
 
-            shutil.copytree(built.root, ws_copy, ignore=shutil.ignore_patterns("runs"))
-            (ws_copy / "config.json").write_text(json.dumps(cfg))
+        cfg = json.loads((built.root / "config.json").read_text())
+        for section, values in setup.items():
+            cfg[section].update(values)
+        ws_copy = built.root.parent / f"ws-{'-'.join(setup)}"
+        shutil.rmtree(ws_copy, ignore_errors=True)
+        shutil.copytree(built.root, ws_copy, ignore=shutil.ignore_patterns("runs"))
+        (ws_copy / "config.json").write_text(json.dumps(cfg))
         done = _orpheus(ws_copy, "train", *args)
         assert not (ws_copy / "runs").exists()
     else:

@@ -48,7 +48,12 @@ def command(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Workspace for the demo.")] = Path("demo-ws"),
     tracks: Annotated[int, typer.Option(help="Example tracks to render.")] = 200,
-    epochs: Annotated[int, typer.Option(help="Training epochs of the demo's log-mel run.")] = 6,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Training epochs of the demo's log-mel run (default: the example config's)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Example corpus seed.")] = 0,
     layout: Annotated[
         str,
@@ -59,7 +64,7 @@ def command(
     ] = "msd",
 ) -> None:
     """Run the whole pipeline on the example corpus and summarise it."""
-    if tracks <= 0 or epochs <= 0:
+    if tracks <= 0 or (epochs is not None and epochs <= 0):
         raise OrpheusError("--tracks and --epochs must be positive numbers")
     from orpheus.example.layouts import LAYOUTS
 
@@ -77,12 +82,15 @@ def command(
 
 
 def pipeline_stages(
-    path: Path, *, tracks: int, epochs: int, seed: int, layout: str = "msd"
+    path: Path, *, tracks: int, epochs: int | None, seed: int, layout: str = "msd"
 ) -> list[Stage]:
-    """The demo's stages, init to test, as `orpheus` command lines (the benchmark reuses them)."""
+    """The demo's stages, init to test, as `orpheus` command lines (the benchmark reuses them);
+    `epochs` None trains for the workspace config's epochs."""
     ws_args = ["-w", str(path)]
     init = ["init", str(path), "--example", "--tracks", str(tracks), "--seed", str(seed)]
-    train = ["train", "--frontend", "log-mel", "--epochs", str(epochs), "--run-name", RUN_NAME]
+    train = ["train", "--frontend", "log-mel", "--run-name", RUN_NAME]
+    if epochs is not None:
+        train += ["--epochs", str(epochs)]
     if layout == "msd":
         labels = [
             Stage("scan", "scan", [*ws_args, "scan"]),
@@ -104,7 +112,9 @@ def pipeline_stages(
     ]
 
 
-def _expect(path: Path, stages: list[Stage], *, tracks: int, epochs: int, layout: str) -> float:
+def _expect(
+    path: Path, stages: list[Stage], *, tracks: int, epochs: int | None, layout: str
+) -> float:
     """Say up front how long the demo should take here (a few seconds of calibration)."""
     from orpheus.config import validate
     from orpheus.example.build import EXAMPLE_TRAINING_CONFIG
@@ -116,7 +126,7 @@ def _expect(path: Path, stages: list[Stage], *, tracks: int, epochs: int, layout
     tags = cfg["tags"]
     guess = estimate(
         tracks=tracks if fresh else None,
-        epochs=epochs if "train" in todo else None,
+        epochs=(epochs or cfg["model-training"]["epochs"]) if "train" in todo else None,
         model=cfg["model"],
         training=cfg["model-training"],
         n_labels=max(1, (tags["top"] or 50) - len(tags["without"])),

@@ -28,8 +28,11 @@ def command(
         int | None, typer.Option(help="Steps per epoch (default: one pass over the train split).")
     ] = None,
     schedule: Annotated[
-        str, typer.Option(help="Learning rate: constant, cyclic or one-cycle.")
-    ] = "constant",
+        str | None,
+        typer.Option(
+            help="Learning rate: constant, cyclic or one-cycle (default: model-training.schedule)."
+        ),
+    ] = None,
     find_lr: Annotated[
         bool, typer.Option("--find-lr", help="Run an LR range test (plot + suggestion) only.")
     ] = False,
@@ -107,7 +110,7 @@ def command(
         scratch_only = {
             "--frontend": frontend,
             "--gpus": gpu_ids,
-            "--schedule": schedule != "constant",
+            "--schedule": schedule is not None,
             "--custom": custom,
             "--find-lr": find_lr,
             "--summary": summary,

@@ -40,7 +40,7 @@ class TrainRequest:
     epochs: int | None = None
     gpus: list[int] | None = None
     steps_per_epoch: int | None = None
-    schedule: str = "constant"
+    schedule: str | None = None
     custom: bool = False
     resume: str | None = None
     run_name: str | None = None
@@ -86,14 +86,18 @@ class Plan:
         )
 
 
+def check_schedule(schedule: str) -> None:
+    """Refuse a schedule `--schedule` or `model-training.schedule` names that does not exist."""
+    if schedule not in SCHEDULES:
+        raise OrpheusError(f"unknown schedule '{schedule}'", hint=f"choose {', '.join(SCHEDULES)}")
+
+
 def check(req: TrainRequest) -> None:
     """Refuse bad options before anything loads."""
     if req.frontend is not None and req.frontend not in FRONTENDS:
         raise OrpheusError(f"unknown frontend '{req.frontend}'", hint="choose waveform or log-mel")
-    if req.schedule not in SCHEDULES:
-        raise OrpheusError(
-            f"unknown schedule '{req.schedule}'", hint=f"choose {', '.join(SCHEDULES)}"
-        )
+    if req.schedule is not None:
+        check_schedule(req.schedule)
     if req.precision is not None and req.precision not in PRECISIONS:
         raise OrpheusError(f"unknown precision '{req.precision}'", hint="choose float32 or mixed")
     for flag, value in (("--epochs", req.epochs), ("--steps-per-epoch", req.steps_per_epoch)):
@@ -192,7 +196,9 @@ def prepare(ws: Workspace, req: TrainRequest, *, message: Callable[[str], None] 
         model_fn()
     except ValueError as exc:
         raise OrpheusError(str(exc), hint="raise model-training.window_length") from None
-    schedule = train.get("schedule", req.schedule)  # a resumed run keeps its own
+    # a resumed run keeps its own schedule
+    schedule = train.get("schedule") or req.schedule or settings.model_training.schedule
+    check_schedule(schedule)
     custom = req.custom or bool(train.get("custom"))
     precision = req.precision or train.get("precision", PRECISIONS[0])
     opts = TrainOptions.from_config(

@@ -27,7 +27,7 @@ class TrainOptions:
     epochs: int = _MT.epochs
     steps_per_epoch: int | None = None
     validation_steps: int | None = None
-    schedule: str = "constant"
+    schedule: str = _MT.schedule
     custom: bool = False
     optimizer: dict = field(default_factory=lambda: dict(_MT.optimizer))
     early_stop_patience: int | None = None
@@ -47,6 +47,7 @@ class TrainOptions:
         values = dict(
             epochs=mt.epochs,
             steps_per_epoch=mt.iterations,
+            schedule=mt.schedule,
             optimizer=dict(mt.optimizer),
             early_stop_patience=mt.early_stop_patience,
             early_stop_min_delta=mt.early_stop_min_delta,
