@@ -20,11 +20,13 @@ from orpheus.example.plan import MP3_96K, PREVIEW_SECONDS
 CLIP_SECONDS = 2.0
 CALIBRATION_BATCH = 8
 # Whole-stage seconds per calibration second, fitted on measured demo runs (see the docstring):
-# a 2 s clip costs about twice its share of a whole track (loading the soundfont, composing);
-# a traced training step on 32 windows, with its share of validation, about 1.5 eager passes on
-# 8 windows (AVX2 and AVX-512 alike).
-RENDER_SCALE = 0.53
-TRAIN_SCALE = 1.5
+# a 2 s clip costs about three times its share of a whole track (loading the soundfont,
+# composing, starting the encoder); a traced training step on 32 windows, with its share of
+# validation, about as much as one eager pass on 8 windows (AVX2 and AVX-512 alike). Refitted on
+# 2026-12-05 for LAME -q 7 and one-cycle training: 0.72 s per track measured against 58 s of
+# rendering 200 tracks on 2 cores; 0.21 s per eager pass against 65-72 s for 320 steps.
+RENDER_SCALE = 0.36
+TRAIN_SCALE = 1.05
 TRAIN_FIXED = 12.0  # tracing the training and validation steps, checkpoints, the final export
 REST_SCALE = 17.0  # scan, wrangle, silence, tags, tfrecords, test, 2 x predict: x a track's render
 
