@@ -4,7 +4,9 @@ Each script's `main()` returns rows {figure, orpheus, baseline, ratio, goal}; ea
 a fresh process of its own, so one benchmark's memory or TensorFlow state never colours the
 next one's figures. Comparisons are measured inside the same run, because this machine is shared
 and noisy: ratios are what count. `python bench/run.py cli silence` re-runs some benchmarks and
-replaces only their rows in results.json and RESULTS.md.
+replaces only their rows in results.json and RESULTS.md. RESULTS.md's hand-written paragraphs
+and sections (when, where and how each figure was taken) are kept where they are; a run rewrites
+only its first line and its table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from orpheus.io import write_atomic
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,10 +87,11 @@ def main(selected: list[str]) -> int:
             r for r in json.loads(results.read_text())["rows"] if r["bench"] not in rerun
         ] + rows
         rows.sort(key=lambda r: r["bench"])
-    results.write_text(
-        json.dumps({"machine": machine, "rows": rows, "failed": failures}, indent=2, default=str)
+    write_atomic(
+        results,
+        json.dumps({"machine": machine, "rows": rows, "failed": failures}, indent=2, default=str),
     )
-    _write_markdown(HERE / "RESULTS.md", machine, rows, failures)
+    _write_markdown(HERE / "RESULTS.md", machine, rows, failures, selected)
     return 1 if failures else 0
 
 
@@ -99,24 +104,42 @@ def _gpus() -> list[str]:
     return [line.split(" (UUID")[0] for line in listed.stdout.splitlines() if line.strip()]
 
 
-def _write_markdown(path: Path, machine: dict, rows: list[dict], failures: list[str]) -> None:
+def _write_markdown(
+    path: Path, machine: dict, rows: list[dict], failures: list[str], selected: list[str]
+) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [
-        "# Orpheus benchmarks",
-        "",
-        f"Taken {when} by `make bench` on {machine['cpus']} CPUs ({machine['machine']}, "
-        f"Python {machine['python']}), {', '.join(machine.get('gpus') or ['no GPU'])}. "
-        "Baselines are measured in the same run.",
-        "",
-        "| bench | figure | orpheus | baseline | ratio | goal |",
-        "|---|---|---|---|---|---|",
-    ]
+    command = " ".join(["python bench/run.py", *selected])
+    kept = " (the other benchmarks' rows are from earlier runs)" if selected else ""
+    first = (
+        f"Table written {when} by `{command}`{kept} on {machine['cpus']} CPUs "
+        f"({machine['machine']}, Python {machine['python']}), "
+        f"{', '.join(machine.get('gpus') or ['no GPU'])}. Baselines are measured in the same run."
+    )
+    table = [TABLE_HEAD, "|---|---|---|---|---|---|"]
     for row in rows:
         cells = [row.get(c) for c in ("bench", "figure", "orpheus", "baseline", "ratio", "goal")]
-        lines.append("| " + " | ".join(_fmt(c).replace("|", "/") for c in cells) + " |")
+        table.append("| " + " | ".join(_fmt(c).replace("|", "/") for c in cells) + " |")
     if failures:
-        lines += ["", "Failed: " + ", ".join(failures)]
-    path.write_text("\n".join(lines) + "\n")
+        table += ["", "Failed: " + ", ".join(failures)]
+    before, after = _notes(path)
+    blocks = ["# Orpheus benchmarks", first, *before, "\n".join(table), *after]
+    write_atomic(path, "\n\n".join(blocks) + "\n")  # never a half-written file that loses notes
+
+
+TABLE_HEAD = "| bench | figure | orpheus | baseline | ratio | goal |"
+
+
+def _notes(path: Path) -> tuple[list[str], list[str]]:
+    """The hand-written paragraphs and sections of an existing RESULTS.md, before and after its
+    table (the title, first line, table and its "Failed:" line are what a run rewrites)."""
+    if not path.exists():
+        return [], []
+    blocks = [b.strip() for b in path.read_text().split("\n\n") if b.strip()][2:]
+    at = next((i for i, b in enumerate(blocks) if b.startswith(TABLE_HEAD)), len(blocks))
+    after = blocks[at + 1 :]
+    if after and after[0].startswith("Failed: "):
+        after = after[1:]
+    return blocks[:at], after
 
 
 if __name__ == "__main__":
