@@ -245,7 +245,7 @@ def cached(
     Reused when the manifest has it, `orpheus status` would call it ok (neither the records nor
     the model changed since) and it was made with the same recipe; else computed and registered.
     """
-    from orpheus.records import read_index
+    from orpheus.records import naming_damaged_shards, read_index
     from orpheus.workspace import OK
 
     records_dir = ws.require(records)
@@ -265,7 +265,8 @@ def cached(
             if on_track is not None:
                 on_track()
 
-    emb = compute(tracks(), embed, index["vocabulary"])
+    with naming_damaged_shards(records_dir, index):
+        emb = compute(tracks(), embed, index["vocabulary"])
     save(path, emb)
     ws.register(
         name,

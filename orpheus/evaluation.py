@@ -98,7 +98,7 @@ def evaluate_run(
     `on_start` gets the number of test tracks before the model loads; `on_track` is called
     after each track.
     """
-    from orpheus.records import loudness_block, read_index, rebuild_command
+    from orpheus.records import loudness_block, naming_damaged_shards, read_index, rebuild_command
 
     run.require_model()
     records_dir = ws.require(f"tfrecords/{run.frontend}")
@@ -124,12 +124,13 @@ def evaluate_run(
     tracks = dataset.track_windows(
         records_dir, run.config, "test", run.labels, recipe=run.recipe, silence_db=silence_db
     )
-    preds = song_predictions(
-        lambda w: model(w, training=False),
-        ((t.numpy(), w.numpy(), y.numpy(), a.numpy()) for t, w, y, a in tracks),
-        batch_size=config.settings(run.config).model_training.batch_size,
-        on_track=on_track,
-    )
+    with naming_damaged_shards(records_dir, index, "test"):
+        preds = song_predictions(
+            lambda w: model(w, training=False),
+            ((t.numpy(), w.numpy(), y.numpy(), a.numpy()) for t, w, y, a in tracks),
+            batch_size=config.settings(run.config).model_training.batch_size,
+            on_track=on_track,
+        )
     if not preds.tids:
         if preds.silent:
             raise OrpheusError(

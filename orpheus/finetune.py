@@ -32,7 +32,7 @@ import keras
 
 from orpheus import embeddings, pretrained, runs
 from orpheus.errors import OrpheusError
-from orpheus.training.lifecycle import stop_on_sigterm, transfer_method
+from orpheus.training.lifecycle import fit, transfer_method
 from orpheus.workspace import Workspace
 
 FREEZE = ("frontend", "all-but-head", "none")
@@ -126,13 +126,6 @@ def start(
     if resume:
         return reopen(ws, run_id, recipe, labels, method)
     return create(ws, run_id, recipe, index, labels, method), None
-
-
-def fit(trainer, train_ds, valid_ds, state: dict | None):
-    """`trainer.fit`, resumed from `state` when given; SIGTERM stops it like Ctrl-C (the run
-    keeps a NOTE and can be resumed), as for every run."""
-    with stop_on_sigterm():
-        return trainer.fit(train_ds, valid_ds, resume_state=state)
 
 
 def resume(
@@ -322,6 +315,6 @@ def finetune(
         return with_new_output(source.build(), len(labels), freeze)
 
     trainer = Trainer(model_fn, len(labels), run_dir, opts, reporter=reporter)
-    result = fit(trainer, train, dsets.get("valid"), state)
+    result = fit(trainer, train, dsets.get("valid"), state, records=(records_dir, index))
     register(ws, run_id, run_dir, method, result, inputs=dict(source.inputs))
     return Outcome(run_dir, result)

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from orpheus import embeddings, finetune
 from orpheus.errors import OrpheusError
+from orpheus.training.lifecycle import fit
 from orpheus.workspace import Workspace
 
 HEADS = ("linear", "mlp")
@@ -154,7 +155,7 @@ def train_head(
 
     trainer = Trainer(model_fn, len(labels), run_dir, opts, reporter=reporter)
     done = int((state or {}).get("epoch", 0))
-    result = finetune.fit(
+    result = fit(
         trainer,
         _epochs(train, batch, seed, done, opts.epochs),
         _batches(valid, batch) if len(valid.x) else None,

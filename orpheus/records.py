@@ -373,6 +373,65 @@ def read_records(path: str | Path, compression: str | None = None) -> Iterable[b
         yield rec.numpy()
 
 
+class DamagedShard(OrpheusError):
+    """A shard of a finished build is missing or cannot be read back (`check_shards`)."""
+
+
+def check_shards(records_dir: str | Path, index: Mapping, split: str | None = None) -> None:
+    """Read every shard of `split` (default: all) whole; raise `DamagedShard` naming the first
+    that is missing or damaged: a bad checksum or torn end, or an Example that does not decode
+    to the build's feature (its shape, or loudness that cannot cover its length).
+
+    tf.data's own errors say "corrupted record at 1234" without the file, so the datasets call
+    this when their iterator fails (`naming_damaged_shards`); it reads the whole split.
+    """
+    import tensorflow as tf
+
+    spec, block = spec_of(index), loudness_block(index) or audio.LOUDNESS_BLOCK
+    feature = (spec.params.n_mels,) if spec.format == "log-mel" else ()
+    for shard in index["shards"]:
+        if split is not None and shard["split"] != split:
+            continue
+        path = Path(records_dir) / shard["file"]
+        if not path.is_file():
+            raise DamagedShard(
+                f"{path}: TFRecord shard missing",
+                hint=f"rebuild the TFRecords with `{rebuild_command(index)}`",
+            )
+        try:
+            for n, raw in enumerate(read_records(path, index.get("compression"))):
+                shape = decode_example(raw, block)["audio"].shape
+                if shape[1:] != feature:
+                    raise ValueError(
+                        f"Example {n} has shape {shape}, the build's is (*, {feature})"
+                    )
+        except (tf.errors.OpError, ValueError, KeyError, IndexError) as exc:
+            raise DamagedShard(
+                f"{path}: damaged TFRecord shard ({_reason(exc)})",
+                hint=f"delete it, then rebuild the TFRecords with `{rebuild_command(index)}`",
+            ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """An error's first line without TensorFlow's op decorations, e.g. "corrupted record at 74203"
+    from "{{function_node __wrapped__IteratorGetNext...}} corrupted record at 74203 [Op:...]"."""
+    text = str(getattr(exc, "message", None) or exc).splitlines()[0]
+    return re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{.*?\}\}\s*", "", text)).strip()
+
+
+@contextlib.contextmanager
+def naming_damaged_shards(records_dir: str | Path, index: Mapping, split: str | None = None):
+    """Turn a tf.data failure while reading these records into `check_shards`' one-line error
+    naming the shard; a failure it cannot pin on a shard propagates as it was."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+        check_shards(records_dir, index, split)
+        raise
+
+
 # -- the per-track transform and the shard writer ---------------------------------------------
 
 

@@ -472,6 +472,21 @@ def test_the_cache_is_stale_when_the_records_change(workspace, tmp_path):
     assert ws.state("embeddings/msd-musicnn") == STALE
 
 
+def test_a_damaged_shard_stops_the_embedding_cache_with_its_name(workspace, tmp_path):
+    ws = Workspace.open(shutil.copytree(workspace, tmp_path / "ws"))
+    out = ws.path("tfrecords/log-mel")
+    shard = out / records.read_index(out)["shards"][-1]["file"]
+    shard.write_bytes(shard.read_bytes()[:-100])  # a torn end, as a full disk leaves it
+    ws.register("tfrecords/log-mel", out)  # so that no earlier cache is reused
+    with pytest.raises(records.DamagedShard, match="truncated record") as raised:
+        embeddings.cached(ws, embeddings.open_source(ws, "msd-musicnn"))
+    assert raised.value.message.startswith(f"{shard}: damaged TFRecord shard")
+    assert (
+        not ws.path("embeddings/msd-musicnn.npz").exists()
+        or ws.state("embeddings/msd-musicnn") == STALE
+    )  # no cache of part of the records
+
+
 def test_cached_embeddings_equal_the_original_graph_on_the_reference_patches(workspace, tmp_path):
     """The reference patches become one track's log-mel in real TFRecords (they are multiples of
     1/32 below 8, exact in float16); the cache's vectors for it, as a head reads them, equal the

@@ -3,7 +3,9 @@
 Bad input gets one `error: ...` line (exit 2) or a counted, reported skip (exit 1), never a
 traceback or exit 3 (an internal error is a bug). Faults: commands racing on one workspace; a
 corrupt manifest. (SIGKILL during `scan`, `silence`, `tfrecords build` and `train` is in
-test_scan.py, test_silence.py, test_records.py and test_training.py.)
+test_scan.py, test_silence.py, test_records.py and test_training.py; a damaged TFRecord shard
+under `test`, `train` and the embedding cache in test_test_silence.py, test_training.py and
+test_heads.py.)
 Security: parameterised SQL, no pickle on user files, Keras safe mode, table paths confined to
 the audio root.
 """

@@ -267,3 +267,49 @@ def test_records_without_loudness_evaluate_every_window_with_a_note(silent_ws, t
     assert shown.stderr.count("predate the silence rule") == 1
     assert "`orpheus tfrecords build --format log-mel --sr 16000 --mels 96`" in shown.stderr
     assert json.loads(shown.stdout)["silent_tracks"] == 0
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _tear_the_end(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+def _loudness_too_short(path: Path) -> None:
+    """Rewrite the shard (valid framing) with one Example's loudness a block short."""
+    examples = [tf.train.Example.FromString(raw) for raw in records.read_records(path)]
+    feature = examples[0].features.feature["loudness"].bytes_list
+    feature.value[0] = feature.value[0][:-4]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for ex in examples:
+            writer.write(ex.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_flip_a_byte, "corrupted record"),
+        (_tear_the_end, "truncated record"),
+        (_loudness_too_short, "cannot hold"),
+        (Path.unlink, "TFRecord shard missing"),
+    ],
+)
+def test_a_damaged_shard_is_one_line_naming_it(silent_ws, tmp_path, damage, reason):
+    ws = Path(shutil.copytree(silent_ws, tmp_path / "ws"))
+    out = ws / "tfrecords/log-mel"
+    shard = out / records.read_index(out)["shards"][0]["file"]
+    damage(shard)
+    run = {p: p.read_bytes() for p in (ws / "runs/tiny").rglob("*") if p.is_file()}
+
+    shown = runner.invoke(app, ["-w", str(ws), "test", "--run", "tiny"])
+    assert shown.exit_code == 2, shown.stderr
+    assert "Traceback" not in shown.stderr and "internal error" not in shown.stderr
+    error = next(line for line in shown.stderr.splitlines() if line.startswith("error:"))
+    assert str(shard) in error and reason in error
+    assert "rebuild the TFRecords with `orpheus tfrecords build --format log-mel" in shown.stderr
+    after = {p: p.read_bytes() for p in (ws / "runs/tiny").rglob("*") if p.is_file()}
+    assert after == run  # no metrics recorded from part of the split

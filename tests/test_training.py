@@ -431,6 +431,35 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(built):
     assert len(errors) == 1 and "is corrupt" in errors[0], again.stderr[-3000:]
 
 
+def test_a_damaged_train_shard_is_a_one_line_error_naming_it(built, tmp_path):
+    import shutil
+
+    ws = Path(shutil.copytree(built.root, tmp_path / "ws", ignore=shutil.ignore_patterns("runs")))
+    out = ws / "tfrecords/log-mel"
+    index = records.read_index(out)
+    shard = out / next(s["file"] for s in index["shards"] if s["split"] == "train")
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit in an Example: tf.data reads a bad checksum
+    shard.write_bytes(bytes(data))
+    done = _orpheus(ws, "train", "--run-name", "damaged", "--epochs", "1")
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{shard}: damaged TFRecord shard (corrupted record" in errors[0]
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    note = (ws / "runs/damaged/NOTE").read_text()
+    assert note.count("\n") == 1 and f"failed: {shard}: damaged TFRecord shard" in note
+    assert "`orpheus train --resume damaged`" in note
+    # the hint's recovery: delete the shard, rebuild with the hinted command, resume the run
+    rebuild = next(line for line in done.stderr.splitlines() if line.startswith("hint:"))
+    command = rebuild.split("`")[1].split()
+    assert command[:3] == ["orpheus", "tfrecords", "build"]
+    shard.unlink()
+    assert _orpheus(ws, *command[1:]).returncode == 0
+    again = _orpheus(ws, "train", "--resume", "damaged", "--epochs", "1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (ws / "runs/damaged/model.keras").is_file() and not (ws / "runs/damaged/NOTE").exists()
+
+
 # -- mixed precision and XLA ---------------------------------------------------------------------
 
 

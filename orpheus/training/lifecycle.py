@@ -16,6 +16,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class Plan:
     strategy: Any
     chief: bool
     where: str  # the strategy, in words
+    records_dir: Path
+    records_index: dict  # the records' index.json (to name a damaged shard)
     resume_state: dict | None = None
     params: dict = field(default_factory=dict)  # the manifest's params for run/<id>
 
@@ -246,6 +249,8 @@ def prepare(ws: Workspace, req: TrainRequest, *, message: Callable[[str], None] 
         strategy=strategy,
         chief=is_chief(strategy),
         where=where,
+        records_dir=records_dir,
+        records_index=index,
         resume_state=state,
         params=params,
     )
@@ -253,7 +258,8 @@ def prepare(ws: Workspace, req: TrainRequest, *, message: Callable[[str], None] 
 
 def train(ws: Workspace, plan: Plan, *, reporter: Reporter | None = None) -> TrainResult:
     """Create the run (the chief, unless resuming), train it, export model.keras and register
-    run/<id>. SIGTERM stops it like Ctrl-C: the run keeps a NOTE and can be resumed."""
+    run/<id>. SIGTERM stops it like Ctrl-C: the run keeps a NOTE and can be resumed. A damaged
+    shard is a one-line error naming it."""
     from orpheus.training.trainer import Trainer
 
     run_dir: Path | None = plan.run_dir
@@ -267,17 +273,17 @@ def train(ws: Workspace, plan: Plan, *, reporter: Reporter | None = None) -> Tra
         )
     elif plan.resume_state is None:
         run_dir = None  # a worker: the chief writes the run
-    with stop_on_sigterm():
-        trainer = Trainer(
-            plan.model_fn,
-            len(plan.labels),
-            run_dir,
-            plan.options,
-            strategy=plan.strategy,
-            reporter=reporter or PrintReporter(),
-        )
-        train_ds, valid_ds = plan.datasets["train"], plan.datasets.get("valid")
-        result = trainer.fit(train_ds, valid_ds, resume_state=plan.resume_state)
+    trainer = Trainer(
+        plan.model_fn,
+        len(plan.labels),
+        run_dir,
+        plan.options,
+        strategy=plan.strategy,
+        reporter=reporter or PrintReporter(),
+    )
+    train_ds, valid_ds = plan.datasets["train"], plan.datasets.get("valid")
+    records = (plan.records_dir, plan.records_index)
+    result = fit(trainer, train_ds, valid_ds, plan.resume_state, records=records)
     if plan.chief:
         ws.register(
             f"{runs.PREFIX}{plan.run_id}",
@@ -293,22 +299,48 @@ def train(ws: Workspace, plan: Plan, *, reporter: Reporter | None = None) -> Tra
     return result
 
 
+def fit(
+    trainer, train_ds, valid_ds, state: dict | None, *, records: tuple[Path, dict] | None = None
+) -> TrainResult:
+    """`trainer.fit`, resumed from `state` when given; SIGTERM stops it like Ctrl-C (the run
+    keeps a NOTE and can be resumed), as for every run. With `records` (the folder and index
+    the datasets read), a damaged shard is a one-line error naming it, which the run's NOTE
+    repeats instead of TensorFlow's op trace."""
+    from orpheus.records import DamagedShard, naming_damaged_shards
+
+    try:
+        named = naming_damaged_shards(*records) if records else nullcontext()
+        with stop_on_sigterm(), named:
+            return trainer.fit(train_ds, valid_ds, resume_state=state)
+    except DamagedShard as exc:
+        run_dir = trainer.run_dir
+        if run_dir is not None and (run_dir / runs.NOTE_FILE).is_file():
+            runs.write_note(
+                run_dir,
+                f"failed: {exc.message}; once the TFRecords are rebuilt, continue with "
+                f"`orpheus train --resume {run_dir.name}`",
+            )
+        raise
+
+
 def find_lr(plan: Plan) -> tuple[Path, dict]:
     """The LR range test in a run folder of its own (plot, JSON, a NOTE; no model)."""
+    from orpheus.records import naming_damaged_shards
     from orpheus.training.lr_find import find_lr as range_test
 
     run_dir = runs.create_run(
         plan.runs_dir, plan.run_id, config=plan.effective, labels=plan.labels, recipe=plan.recipe
     )
-    result = range_test(
-        plan.model_fn,
-        len(plan.labels),
-        plan.datasets["train"],
-        run_dir,
-        optimizer=plan.options.optimizer,
-        strategy=plan.strategy,
-        seed=plan.options.seed,
-    )
+    with naming_damaged_shards(plan.records_dir, plan.records_index, "train"):
+        result = range_test(
+            plan.model_fn,
+            len(plan.labels),
+            plan.datasets["train"],
+            run_dir,
+            optimizer=plan.options.optimizer,
+            strategy=plan.strategy,
+            seed=plan.options.seed,
+        )
     runs.write_note(
         run_dir,
         f"LR range test only (no model); suggested learning rate {result['suggestion']:.3g}",
