@@ -6,6 +6,7 @@ Beam is the `[beam]` extra: without it, a one-line error says how to install it.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from typing import Any
 
@@ -14,8 +15,20 @@ from orpheus.errors import OrpheusError
 INSTALL_HINT = "pip install 'orpheus-tagger[beam]'"
 
 
+class _NoCloudClientNotice(logging.Filter):
+    """Drops the warning Beam's import logs on the root logger when Google Cloud's client
+    libraries are absent ("apitools not found, and bigquery client libraries are not
+    available ..."): Orpheus never uses them, so for its users the line is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
 def import_beam() -> Any:
     """The `apache_beam` module, or a one-line error naming the extra to install."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _NoCloudClientNotice) for f in root.filters):
+        root.addFilter(_NoCloudClientNotice())
     try:
         import apache_beam
     except ImportError:
