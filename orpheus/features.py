@@ -114,10 +114,15 @@ class Recipe:
 
     def windows(self, x: np.ndarray, hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(model input, starts in steps) of a whole track's features `x` (time first): the
-        windows at `starts`, repeat-filled if short, normalised when the recipe says so."""
+        windows at `starts` (`cut_windows`)."""
         starts = self.starts(len(x), hop)
+        return self.cut_windows(x, starts), starts
+
+    def cut_windows(self, x: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """The model input at `starts` (steps) of a whole track's features `x`: the windows,
+        repeat-filled if short, normalised when the recipe says so."""
         wins = cut(x, starts, self.window)
-        return (normalise(wins, batched=True) if self.normalise else wins), starts
+        return normalise(wins, batched=True) if self.normalise else wins
 
     def to_dict(self) -> dict:
         return {**asdict(self), "mel": self.mel.to_dict()}

@@ -268,12 +268,16 @@ class Tagger:
     def _prepare(
         self, track: audio.Track, hop: float | None, silence_db: float, placement: str | None = None
     ) -> _Prepared:
-        """Windows of a decoded track, the silent ones left out."""
-        wins, starts = self.windows(self.features(track, placement), hop, placement)
+        """A decoded track's features and where its audible windows start (the silent ones left
+        out); `_run_all` cuts the windows a model call at a time."""
+        recipe = self.recipe.with_placement(placement)
+        feats = self.features(track, placement)
+        steps = recipe.starts(len(feats), recipe.hop_steps(hop))
+        starts = steps * recipe.step_seconds
         keep = track.loudness.audible(self.sample_rate, starts, self.window_seconds, silence_db)
         duration = track.seconds
         note = "silent" if not keep.any() else "short" if duration < self.window_seconds else None
-        return _Prepared(wins[keep], starts[keep], duration, note)
+        return _Prepared(feats, recipe, steps[keep], starts[keep], duration, note)
 
     def _run(self, prepared: _Prepared, embeddings: bool) -> TagResult:
         return self._run_all([prepared], embeddings)[0]
@@ -283,15 +287,23 @@ class Tagger:
         so that short files fill a batch (one call per 30 s clip left 6 of 16 places empty)."""
         import tensorflow as tf
 
-        wins = songs[0].windows if len(songs) == 1 else np.concatenate([s.windows for s in songs])
+        bounds = np.cumsum([0, *(len(s.steps) for s in songs)])  # song k: windows bounds[k:k+2]
         probs = [np.zeros((0, len(self.labels)), np.float32)]
         embs = [np.zeros((0, self.embedding_size), np.float32)]
-        for i in range(0, len(wins), self.batch_size):
-            p, e = self._forward(tf.constant(wins[i : i + self.batch_size]))
+        for a in range(0, bounds[-1], self.batch_size):
+            b = min(a + self.batch_size, bounds[-1])
+            parts = [
+                song.windows(max(a, lo) - lo, min(b, hi) - lo)
+                for song, lo, hi in zip(songs, bounds[:-1], bounds[1:], strict=True)
+                if max(a, lo) < min(b, hi)
+            ]
+            p, e = self._forward(
+                tf.constant(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            )
             probs.append(p.numpy())
             if embeddings:
                 embs.append(e.numpy())
-        cuts = np.cumsum([len(s.windows) for s in songs])[:-1]
+        cuts = bounds[1:-1]
         taggrams = np.split(np.concatenate(probs).astype(np.float32), cuts)
         vectors = np.split(np.concatenate(embs).astype(np.float32), cuts) if embeddings else None
         return [
@@ -310,12 +322,20 @@ class Tagger:
 
 @dataclass
 class _Prepared:
-    """One song's model input: its audible windows, their starts, its length and its note."""
+    """One song's model input: its features, where its audible windows start (in steps and in
+    seconds), its length and its note. The windows are cut when a model call needs them: with a
+    small hop they overlap, and all of them at once would take many times the features' memory."""
 
-    windows: np.ndarray
+    features: np.ndarray
+    recipe: Recipe
+    steps: np.ndarray
     starts: np.ndarray
     duration: float
     note: str | None
+
+    def windows(self, lo: int, hi: int) -> np.ndarray:
+        """Its audible windows lo .. hi - 1, as the model takes them."""
+        return self.recipe.cut_windows(self.features, self.steps[lo:hi])
 
 
 def check_length(samples: int, sr: int, min_seconds: float, source: str | Path) -> None:
@@ -399,7 +419,7 @@ def tag_files(
                     outcome = tagger._prepare(outcome, hop, silence_db, windows)
             batch.append((p, outcome))
             songs = [o for _, o in batch if isinstance(o, _Prepared)]
-            full = songs and sum(len(s.windows) for s in songs) >= loaded[0].batch_size
+            full = songs and sum(len(s.steps) for s in songs) >= loaded[0].batch_size
             if full or not pending or not pending[0][1].done():
                 results = iter(loaded[0]._run_all(songs, embeddings) if songs else ())
                 for q, o in batch:
