@@ -114,7 +114,7 @@ def datasets(
     index, length, labels, groups = _setup(records_dir, settings)
     length, scale = (recipe.window, recipe.normalise) if recipe else (length, True)
     mt = settings.model_training
-    feature = _feature_shape(spec_of(index))
+    feature = spec_of(index).step_shape
     step_bytes = 2 * math.prod(feature)  # stored as float16
     out: dict[str, tf.data.Dataset] = {}
     for k, name in enumerate(splits):
@@ -182,7 +182,7 @@ def track_windows(
     groups = _groups_for(labels, index["vocabulary"], settings.tags.merge or [])
     block = None if silence_db is None else loudness_block(index)
     ds = _examples(records_dir, index, split, groups, mt, tids, False, 0, block is not None)
-    feature = _feature_shape(spec)
+    feature = spec.step_shape
     step_seconds = (
         recipe or features.Recipe.from_seconds(spec.format, spec.params, seconds)
     ).step_seconds
@@ -349,12 +349,7 @@ def _examples(
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).filter(keep)
 
 
-def _feature_shape(spec) -> list[int]:
-    """One time step's shape: [n_mels] for log-mel, [] for waveform."""
-    return [spec.params.n_mels] if spec.format == "log-mel" else []
-
-
-def _decode(ex, feature: list[int]):
+def _decode(ex, feature: tuple[int, ...]):
     """One example's whole track as float32 (frames, *feature)."""
     x = tf.io.decode_raw(ex["audio"], tf.float16, little_endian=True)
     return tf.cast(tf.reshape(x, [-1, *feature]), tf.float32)
@@ -374,7 +369,7 @@ def _cut(ex, length: int, step_bytes: int, seed=None):
     return tf.strings.substr(audio, start * step_bytes, length * step_bytes)
 
 
-def _decode_windows(cut, length: int, feature: list[int], scale: bool = True):
+def _decode_windows(cut, length: int, feature: tuple[int, ...], scale: bool = True):
     """A batch of window bytes -> float32 windows (batch, length, *feature), normalised if
     `scale`."""
     x = tf.io.decode_raw(cut, tf.float16, little_endian=True)

@@ -101,6 +101,11 @@ class FeatureSpec:
     def ndim(self) -> int:
         return 2 if self.format == "log-mel" else 1
 
+    @property
+    def step_shape(self) -> tuple[int, ...]:
+        """One time step's shape: (n_mels,) for log-mel, () for waveform."""
+        return (self.params.n_mels,) if self.format == "log-mel" else ()
+
     def compute(self, path: str | Path) -> np.ndarray:
         """Decode `path` and compute the feature (float32) with the project's one decoder."""
         return self.compute_with_loudness(path)[0]
@@ -387,8 +392,8 @@ def check_shards(records_dir: str | Path, index: Mapping, split: str | None = No
     """
     import tensorflow as tf
 
-    spec, block = spec_of(index), loudness_block(index) or audio.LOUDNESS_BLOCK
-    feature = (spec.params.n_mels,) if spec.format == "log-mel" else ()
+    feature = spec_of(index).step_shape
+    block = loudness_block(index) or audio.LOUDNESS_BLOCK
     for shard in index["shards"]:
         if split is not None and shard["split"] != split:
             continue

@@ -196,9 +196,15 @@ class Tagger:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(windows, start times in seconds) over the track, about `hop` seconds apart, placed
         by `placement` ("even" or "musicnn"; default the recipe's)."""
+        recipe, steps = self._window_steps(feats, hop, placement)
+        return recipe.cut_windows(feats, steps), steps * recipe.step_seconds
+
+    def _window_steps(
+        self, feats: np.ndarray, hop: float | None, placement: str | None
+    ) -> tuple[Recipe, np.ndarray]:
+        """The recipe with `placement`, and where its windows start over `feats` (in steps)."""
         recipe = self.recipe.with_placement(placement)
-        wins, starts = recipe.windows(feats, recipe.hop_steps(hop))
-        return wins, starts * recipe.step_seconds
+        return recipe, recipe.starts(len(feats), recipe.hop_steps(hop))
 
     # -- tagging ------------------------------------------------------------------------------
 
@@ -270,9 +276,8 @@ class Tagger:
     ) -> _Prepared:
         """A decoded track's features and where its audible windows start (the silent ones left
         out); `_run_all` cuts the windows a model call at a time."""
-        recipe = self.recipe.with_placement(placement)
         feats = self.features(track, placement)
-        steps = recipe.starts(len(feats), recipe.hop_steps(hop))
+        recipe, steps = self._window_steps(feats, hop, placement)
         starts = steps * recipe.step_seconds
         keep = track.loudness.audible(self.sample_rate, starts, self.window_seconds, silence_db)
         duration = track.seconds
