@@ -163,8 +163,10 @@ def main() -> list[dict]:
     orph_wall, orph_means = orpheus_command(paths[0].parent)
     ours = np.stack([orph_means[p.name] for p in paths])
     diff = np.abs(ours - base_means)
-    same_patches = np.abs(orpheus_on_musicnn_patches(paths) - base_means)
+    on_patches = orpheus_on_musicnn_patches(paths)
+    same_patches = np.abs(on_patches - base_means)
     same_top = float(np.mean(ours.argmax(axis=1) == base_means.argmax(axis=1)))
+    same_top_patches = float(np.mean(on_patches.argmax(axis=1) == base_means.argmax(axis=1)))
     n = len(paths)
     rows = [
         {
@@ -210,11 +212,18 @@ def main() -> list[dict]:
             "goal": "< 1e-3 (float16 cast only)",
         },
         {
-            "figure": "same top-1 tag as musicnn (fraction of clips)",
+            "figure": "same top-1 tag as musicnn on its own patches (fraction of clips)",
+            "orpheus": same_top_patches,
+            "baseline": 1.0,
+            "ratio": same_top_patches,
+            "goal": "1.0",
+        },
+        {
+            "figure": "same top-1 tag as musicnn, Orpheus's even windows (fraction of clips)",
             "orpheus": same_top,
             "baseline": 1.0,
             "ratio": same_top,
-            "goal": "1.0",
+            "goal": "reported (window placement)",
         },
     ]
     for row in rows:

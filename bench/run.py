@@ -4,7 +4,8 @@ Each script's `main()` returns rows {figure, orpheus, baseline, ratio, goal}; ea
 a fresh process of its own, so one benchmark's memory or TensorFlow state never colours the
 next one's figures. Comparisons are measured inside the same run, because this machine is shared
 and noisy: ratios are what count. `python bench/run.py cli silence` re-runs some benchmarks and
-replaces only their rows in results.json and RESULTS.md. RESULTS.md's hand-written paragraphs
+replaces only their rows in results.json and RESULTS.md (a benchmark that fails keeps its last
+rows, and the table says it failed). RESULTS.md's hand-written paragraphs
 and sections (when, where and how each figure was taken) are kept where they are; a run rewrites
 only its first line and its table.
 """
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from rich.console import Console
@@ -27,6 +29,8 @@ from orpheus.io import write_atomic
 HERE = Path(__file__).resolve().parent
 
 
+COLUMNS = ("bench", "figure", "orpheus", "baseline", "ratio", "goal")
+TABLE_HEAD = "| " + " | ".join(COLUMNS) + " |"
 MARKER = "@@bench-rows@@"
 CHILD = (
     "import importlib.util, json, sys\n"
@@ -66,12 +70,10 @@ def main(selected: list[str]) -> int:
             failures.append(script.stem)  # one broken bench must not hide the others' figures
         print(f"{script.stem}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     table = Table(title="Orpheus benchmarks")
-    for col in ("bench", "figure", "orpheus", "baseline", "ratio", "goal"):
+    for col in COLUMNS:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(
-            *(_fmt(row.get(c)) for c in ("bench", "figure", "orpheus", "baseline", "ratio", "goal"))
-        )
+        table.add_row(*(_fmt(row.get(c)) for c in COLUMNS))
     Console().print(table)
     machine = {
         "python": platform.python_version(),
@@ -80,19 +82,26 @@ def main(selected: list[str]) -> int:
         "cpus": __import__("os").cpu_count(),
         "gpus": _gpus(),
     }
+    # A partial run replaces the rows of the benchmarks it ran; a failed one keeps its last rows.
+    ran = {s.stem for s in scripts} - set(failures)
     results = HERE / "results.json"
-    if selected and results.exists():  # keep the other benchmarks' rows of the last run
-        rerun = {s.stem for s in scripts}
-        rows = [
-            r for r in json.loads(results.read_text())["rows"] if r["bench"] not in rerun
-        ] + rows
-        rows.sort(key=lambda r: r["bench"])
+    last = json.loads(results.read_text())["rows"] if selected and results.exists() else []
     write_atomic(
         results,
-        json.dumps({"machine": machine, "rows": rows, "failed": failures}, indent=2, default=str),
+        json.dumps(
+            {"machine": machine, "rows": _merged(last, rows, ran), "failed": failures},
+            indent=2,
+            default=str,
+        ),
     )
-    _write_markdown(HERE / "RESULTS.md", machine, rows, failures, selected)
+    _write_markdown(HERE / "RESULTS.md", machine, rows, failures, selected, ran)
     return 1 if failures else 0
+
+
+def _merged(last: list[dict], rows: list[dict], ran: AbstractSet[str]) -> list[dict]:
+    """`rows`, plus the rows of `last` from benchmarks not in `ran`, ordered by benchmark."""
+    kept = [r for r in last if r["bench"] not in ran]
+    return sorted(kept + rows, key=lambda r: r["bench"])
 
 
 def _gpus() -> list[str]:
@@ -105,8 +114,15 @@ def _gpus() -> list[str]:
 
 
 def _write_markdown(
-    path: Path, machine: dict, rows: list[dict], failures: list[str], selected: list[str]
+    path: Path,
+    machine: dict,
+    rows: list[dict],
+    failures: list[str],
+    selected: list[str],
+    ran: AbstractSet[str] = frozenset(),
 ) -> None:
+    """Rewrite RESULTS.md's first line and table with `rows`; a partial run (`selected`) keeps
+    the table's rows of the benchmarks not in `ran`, and every hand-written note stays."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = " ".join(["python bench/run.py", *selected])
     kept = " (the other benchmarks' rows are from earlier runs)" if selected else ""
@@ -115,31 +131,37 @@ def _write_markdown(
         f"({machine['machine']}, Python {machine['python']}), "
         f"{', '.join(machine.get('gpus') or ['no GPU'])}. Baselines are measured in the same run."
     )
+    before, last, after = _sections(path)
+    if selected:
+        rows = _merged(last, rows, ran)
     table = [TABLE_HEAD, "|---|---|---|---|---|---|"]
     for row in rows:
-        cells = [row.get(c) for c in ("bench", "figure", "orpheus", "baseline", "ratio", "goal")]
+        cells = [row.get(c) for c in COLUMNS]
         table.append("| " + " | ".join(_fmt(c).replace("|", "/") for c in cells) + " |")
     if failures:
         table += ["", "Failed: " + ", ".join(failures)]
-    before, after = _notes(path)
     blocks = ["# Orpheus benchmarks", first, *before, "\n".join(table), *after]
     write_atomic(path, "\n\n".join(blocks) + "\n")  # never a half-written file that loses notes
 
 
-TABLE_HEAD = "| bench | figure | orpheus | baseline | ratio | goal |"
-
-
-def _notes(path: Path) -> tuple[list[str], list[str]]:
-    """The hand-written paragraphs and sections of an existing RESULTS.md, before and after its
-    table (the title, first line, table and its "Failed:" line are what a run rewrites)."""
+def _sections(path: Path) -> tuple[list[str], list[dict], list[str]]:
+    """An existing RESULTS.md's hand-written paragraphs and sections before its table, the
+    table's rows (cells as written), and what follows the table (the title, first line, table
+    and its "Failed:" line are what a run rewrites)."""
     if not path.exists():
-        return [], []
+        return [], [], []
     blocks = [b.strip() for b in path.read_text().split("\n\n") if b.strip()][2:]
     at = next((i for i, b in enumerate(blocks) if b.startswith(TABLE_HEAD)), len(blocks))
+    rows = [
+        dict(
+            zip(COLUMNS, (cell.strip() for cell in line.strip().strip("|").split("|")), strict=True)
+        )
+        for line in (blocks[at].splitlines()[2:] if at < len(blocks) else [])
+    ]
     after = blocks[at + 1 :]
     if after and after[0].startswith("Failed: "):
         after = after[1:]
-    return blocks[:at], after
+    return blocks[:at], rows, after
 
 
 if __name__ == "__main__":
