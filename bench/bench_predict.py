@@ -20,7 +20,7 @@ the largest absolute difference between the two mean taggrams over all clips and
 differ by the float16 cast musicnn applies before the log, and by window placement: musicnn
 takes 10 patches from frame 0 and drops the last 6 frames, Orpheus spreads 10 windows evenly
 so the last one ends with the track), also measured on musicnn's own patch positions to
-separate the two.
+separate the two, and how often the top-1 tag is musicnn's, with either window placement.
 """
 
 from __future__ import annotations
