@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(os.environ.get("ORPHEUS_BENCH_FINETUNE_WS", ROOT / "demo-ws"))
 DATA = Path(os.environ.get("ORPHEUS_BENCH_DATA", Path(tempfile.gettempdir()) / "orpheus-bench"))
 SEEDS = int(os.environ.get("ORPHEUS_BENCH_FINETUNE_SEEDS", 3))
-SCRATCH_EPOCHS = int(os.environ.get("ORPHEUS_BENCH_FINETUNE_SCRATCH_EPOCHS", 6))  # the demo's
+# scratch trains for the workspace config's epochs (the demo's: 8, one-cycle) unless this is set
+SCRATCH_EPOCHS = os.environ.get("ORPHEUS_BENCH_FINETUNE_SCRATCH_EPOCHS")
 FT_EPOCHS = int(os.environ.get("ORPHEUS_BENCH_FINETUNE_FT_EPOCHS", 2))
 FT_STEPS = int(os.environ.get("ORPHEUS_BENCH_FINETUNE_FT_STEPS", 10))
 DECADES = ["60s", "70s", "80s", "90s", "00s"]
@@ -80,7 +81,8 @@ def scratch(ws: Path, seed: int) -> tuple[str, float]:
     run = f"scratch-{seed}"
     orpheus(ws, "config", "set", "model-training.seed", str(seed))
     start = time.perf_counter()
-    orpheus(ws, "train", "--run-name", run, "--epochs", str(SCRATCH_EPOCHS))
+    epochs = ["--epochs", SCRATCH_EPOCHS] if SCRATCH_EPOCHS else []
+    orpheus(ws, "train", "--run-name", run, *epochs)
     return run, time.perf_counter() - start
 
 
