@@ -1,7 +1,7 @@
 """A few hundred songs: training from scratch vs fine-tuning musicnn vs a head on its embeddings.
 
 On one workspace (the example corpus through `tfrecords build`; the 200-track one `orpheus demo`
-makes has ~133 train, 16 valid and 23 test tracks) and its one test split, each method runs with
+makes has ~124 train, 13 valid and 35 test tracks) and its one test split, each method runs with
 SEEDS seeds; each run is then evaluated as `orpheus test` does (song level: the mean over
 evenly spaced windows covering the track). Reported per method, as mean ± standard deviation
 over seeds: macro ROC-AUC and PR-AUC over the labels, the same over the five decade tags
