@@ -117,22 +117,23 @@ def tone_flac(path: Path, minutes: float) -> Path:
     return path
 
 
-def peak_decoding(path: Path) -> dict:
-    """Frames, samples and peak resident MB of a fresh process that decodes `path`."""
-    env = {"OPENBLAS_NUM_THREADS": "1", "PATH": ""}
+def run_fresh(script: str, *args: str | Path) -> dict:
+    """The JSON line `script` prints last, run with `args` in a fresh process (so its peak
+    resident memory is its own; one BLAS thread, TensorFlow's logs off)."""
+    env = {"OPENBLAS_NUM_THREADS": "1", "PATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
-        [sys.executable, "-c", LONG_SCRIPT, str(path)], capture_output=True, text=True,
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
         env=env, check=True,
     )  # fmt: skip
-    return json.loads(done.stdout)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 def test_a_60_minute_file_decodes_in_the_memory_of_a_3_minute_one(tmp_path):
-    short = peak_decoding(tone_flac(tmp_path / "3 min.flac", 3))
+    short = run_fresh(LONG_SCRIPT, tone_flac(tmp_path / "3 min.flac", 3))
     path = tone_flac(tmp_path / "60 min.flac", 60)
     try:
-        long = peak_decoding(path)
+        long = run_fresh(LONG_SCRIPT, path)
     finally:
         path.unlink()  # 130 MB
     for info, minutes in ((short, 3), (long, 60)):
@@ -154,16 +155,6 @@ print(json.dumps({"windows": len(result.starts),
 """
 
 
-def peak_tagging(run: Path, path: Path, hop: str) -> dict:
-    """Windows tagged and peak resident MB of a fresh process that tags `path` with `run`."""
-    env = {"OPENBLAS_NUM_THREADS": "1", "PATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, "-c", TAG_SCRIPT, str(run), str(path), hop], capture_output=True,
-        text=True, env=env, check=True,
-    )  # fmt: skip
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_a_small_hop_costs_the_memory_of_its_taggram_not_of_its_windows(tmp_path):
     """Windows 4 frames (64 ms) apart over 5 minutes (18,751 frames): 1 + ceil((18751 - 188) / 4)
     = 4,642 overlapping 3 s windows, 335 MB as arrays. Cut from the features a batch at a time,
@@ -172,8 +163,8 @@ def test_a_small_hop_costs_the_memory_of_its_taggram_not_of_its_windows(tmp_path
     tens of MB between runs)."""
     run = make_run(tmp_path, "tiny", seconds=3.0)
     path = tone_flac(tmp_path / "5 min.flac", 5)
-    default = peak_tagging(run, path, "none")
-    dense = peak_tagging(run, path, "0.064")
+    default = run_fresh(TAG_SCRIPT, run, path, "none")
+    dense = run_fresh(TAG_SCRIPT, run, path, "0.064")
     assert default["windows"] == 100 and dense["windows"] == 4642, (default, dense)
     assert dense["peak_mb"] - default["peak_mb"] < 100, (default, dense)
 
