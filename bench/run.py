@@ -5,9 +5,9 @@ a fresh process of its own, so one benchmark's memory or TensorFlow state never 
 next one's figures. Comparisons are measured inside the same run, because this machine is shared
 and noisy: ratios are what count. `python bench/run.py cli silence` re-runs some benchmarks and
 replaces only their rows in results.json and RESULTS.md (a benchmark that fails keeps its last
-rows, and the table says it failed). RESULTS.md's hand-written paragraphs
-and sections (when, where and how each figure was taken) are kept where they are; a run rewrites
-only its first line and its table.
+rows, and the table says it failed). RESULTS.md's hand-written paragraphs and sections (when,
+where and how each figure was taken) are kept where they are; a run rewrites only its first line
+and its table.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def _write_markdown(
     rows: list[dict],
     failures: list[str],
     selected: list[str],
-    ran: AbstractSet[str] = frozenset(),
+    ran: AbstractSet[str],
 ) -> None:
     """Rewrite RESULTS.md's first line and table with `rows`; a partial run (`selected`) keeps
     the table's rows of the benchmarks not in `ran`, and every hand-written note stays."""
@@ -134,7 +134,7 @@ def _write_markdown(
     before, last, after = _sections(path)
     if selected:
         rows = _merged(last, rows, ran)
-    table = [TABLE_HEAD, "|---|---|---|---|---|---|"]
+    table = [TABLE_HEAD, "|" + "---|" * len(COLUMNS)]
     for row in rows:
         cells = [row.get(c) for c in COLUMNS]
         table.append("| " + " | ".join(_fmt(c).replace("|", "/") for c in cells) + " |")

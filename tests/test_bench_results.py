@@ -29,7 +29,7 @@ def test_a_rerun_keeps_the_hand_written_notes_and_replaces_the_table(tmp_path):
         "Failed: bench_old\n\n"
         "## A section after the table\n\n| method | PR-AUC |\n|---|---|\n| head | 0.7 |\n"
     )
-    _run_module()._write_markdown(results, MACHINE, [ROW], [], [])
+    _run_module()._write_markdown(results, MACHINE, [ROW], [], [], {"bench_cli"})
     text = results.read_text()
 
     assert "The predict rows were taken on a quiet machine.\nSecond line of that note.\n" in text
@@ -38,7 +38,7 @@ def test_a_rerun_keeps_the_hand_written_notes_and_replaces_the_table(tmp_path):
     assert "`python bench/run.py` on 2 CPUs" in text
     assert "| bench_cli | help s | 0.16 | 0.016 | - | - |" in text
     # a second rewrite keeps the notes once, not twice
-    _run_module()._write_markdown(results, MACHINE, [ROW], ["bench_x"], [])
+    _run_module()._write_markdown(results, MACHINE, [ROW], ["bench_x"], [], {"bench_cli"})
     again = results.read_text()
     assert again.count("Second line of that note.") == 1
     assert again.count("Failed: ") == 1 and "Failed: bench_x" in again
@@ -51,7 +51,7 @@ def test_a_rerun_keeps_the_hand_written_notes_and_replaces_the_table(tmp_path):
 
 def test_a_first_run_writes_the_table_alone(tmp_path):
     results = tmp_path / "RESULTS.md"
-    _run_module()._write_markdown(results, MACHINE, [ROW], [], [])
+    _run_module()._write_markdown(results, MACHINE, [ROW], [], [], {"bench_cli"})
     lines = results.read_text().splitlines()
     assert lines[0] == "# Orpheus benchmarks"
     assert "`python bench/run.py` on 2 CPUs" in lines[2]
