@@ -16,13 +16,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from cli_helpers import orpheus
 from scipy.signal import correlate
 from tagger_helpers import music, write
-from typer.testing import CliRunner
 
 from orpheus import audio
 from orpheus.audio import AudioError, read_audio
-from orpheus.cli import app
 
 SR = 44100
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -190,9 +189,7 @@ def test_predict_tags_every_format_as_it_tags_the_wav(library, tmp_path):
     for path in library.values():
         shutil.copy(path, folder / path.name)
     (folder / "cover.jpg").write_bytes(b"\xff\xd8\xff not audio")
-    result = CliRunner().invoke(
-        app, ["predict", str(folder), "-f", "jsonl"], env={"ORPHEUS_WORKSPACE": ""}
-    )
+    result = orpheus("predict", folder, "-f", "jsonl")
     assert result.exit_code == 0, result.stderr
     probs = {
         Path(rec["path"]).name: np.array(list(rec["probabilities"].values()))

@@ -24,32 +24,20 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import tensorflow as tf
+from cli_helpers import in_workspace, ok
 from process_helpers import free_ports
 from sklearn.metrics import average_precision_score, roc_auc_score
-from typer.testing import CliRunner
 
 from orpheus import features, records
-from orpheus.cli import app
 from orpheus.commands.init import use_example
 from orpheus.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
-NO_WS = {"ORPHEUS_WORKSPACE": ""}
-runner = CliRunner()
 
 EPOCHS, STEPS, BATCH, WINDOW_S = 2, 3, 4, 3  # tiny training: 2 epochs of 3 steps of 4 windows
 SPLIT = [40, 20, 40]  # ~8 of the example's 20 tagged tracks in test: AUCs for several tags
 METRICS = ("roc_auc_macro", "pr_auc_macro", "roc_auc_micro", "pr_auc_micro")
-
-
-def orpheus(ws: Path, *args: str):
-    """The CLI in-process, on workspace `ws`; typer's Result (exit_code, stdout, stderr)."""
-    return runner.invoke(app, ["-w", str(ws), *map(str, args)], env=NO_WS)
-
-
-def ok(result) -> None:
-    assert result.exit_code == 0, (result.stdout + result.stderr)[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +62,7 @@ def workspace(example_corpus: Path, tmp_path_factory) -> Path:
         ["tags", "clean"],
         ["tfrecords", "build", "-j", "2"],
     ):
-        ok(orpheus(root, "-q", *args))
+        ok(in_workspace(root, "-q", *args))
     return root
 
 
@@ -151,18 +139,20 @@ def input_shape(ws: Path, run_id: str) -> tuple:
 
 @pytest.mark.slow
 def test_waveform_records_then_train_to_the_end_then_test(workspace):
-    ok(orpheus(workspace, "-q", "tfrecords", "build", "--format", "waveform", "-j", "2"))
+    ok(in_workspace(workspace, "-q", "tfrecords", "build", "--format", "waveform", "-j", "2"))
     out = workspace / "tfrecords/waveform"
     index = records.read_index(out)
     assert index["feature"]["format"] == "waveform" and index["feature"]["sample_rate"] == 16000
     assert index["counts"] == records.read_index(workspace / "tfrecords/log-mel")["counts"]
     assert {ex["audio"].ndim for ex in decoded(out)} == {1}
 
-    ok(orpheus(workspace, "-q", "train", "--frontend", "waveform", "--run-name", "wave"))
+    ok(in_workspace(workspace, "-q", "train", "--frontend", "waveform", "--run-name", "wave"))
     assert_trained(workspace, "wave", "waveform", "fit")
     assert input_shape(workspace, "wave") == (None, WINDOW_S * 16000)  # 3 s of 16 kHz samples
 
-    assert_tested(workspace, "wave", orpheus(workspace, "-q", "test", "--run", "wave", "--json"))
+    assert_tested(
+        workspace, "wave", in_workspace(workspace, "-q", "test", "--run", "wave", "--json")
+    )
 
 
 # -- the custom loop, then test; and test's numbers recomputed ----------------------------------
@@ -171,8 +161,11 @@ def test_waveform_records_then_train_to_the_end_then_test(workspace):
 @pytest.fixture(scope="module")
 def custom_run(workspace) -> dict:
     """A log-mel run trained with `--custom`, then `orpheus test --json` on it (its Result)."""
-    ok(orpheus(workspace, "-q", "train", "--custom", "--run-name", "custom"))
-    return {"run": "custom", "test": orpheus(workspace, "-q", "test", "--run", "custom", "--json")}
+    ok(in_workspace(workspace, "-q", "train", "--custom", "--run-name", "custom"))
+    return {
+        "run": "custom",
+        "test": in_workspace(workspace, "-q", "test", "--run", "custom", "--json"),
+    }
 
 
 @pytest.mark.slow
@@ -238,13 +231,13 @@ def test_beam_runner_writes_the_local_runners_index_and_records(workspace, tmp_p
 
     ws = copy_without_records(workspace, tmp_path / "beam ws")
     # the options reach Beam (a command that ignored --runner beam would accept this)
-    bad = orpheus(ws, "tfrecords", "build", "--runner", "beam", "--beam-options=--runner=Nope")
+    bad = in_workspace(ws, "tfrecords", "build", "--runner", "beam", "--beam-options=--runner=Nope")
     assert bad.exit_code == 2, bad.stdout + bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bad --beam-options" in errors[0] and "Nope" in errors[0]
     assert "Traceback" not in bad.stderr
 
-    done = orpheus(
+    done = in_workspace(
         ws, "-q", "tfrecords", "build", "--runner", "beam", "--beam-options=--runner=DirectRunner"
     )
     ok(done)
@@ -325,7 +318,7 @@ def test_two_local_workers_train_one_run_written_by_the_chief_only(workspace, tm
 @pytest.mark.slow
 def test_records_at_22050_hz_with_64_mels_then_train_and_test(workspace, tmp_path):
     ws = copy_without_records(workspace, tmp_path / "sr ws")
-    ok(orpheus(ws, "-q", "tfrecords", "build", "--sr", "22050", "--mels", "64", "-j", "2"))
+    ok(in_workspace(ws, "-q", "tfrecords", "build", "--sr", "22050", "--mels", "64", "-j", "2"))
     out = ws / "tfrecords/log-mel"
     index = records.read_index(out)
     assert index["feature"]["sample_rate"] == 22050 and index["feature"]["n_mels"] == 64
@@ -339,10 +332,10 @@ def test_records_at_22050_hz_with_64_mels_then_train_and_test(workspace, tmp_pat
         frames = len(y) * 22050 / native / 256 + 1  # centred frames at 22050 Hz, hop 256
         assert abs(ex["audio"].shape[0] - frames) <= 1.5, (ex["tid"], ex["audio"].shape, frames)
 
-    ok(orpheus(ws, "-q", "train", "--run-name", "sr22"))
+    ok(in_workspace(ws, "-q", "train", "--run-name", "sr22"))
     assert_trained(ws, "sr22", "log-mel", "fit")
     assert input_shape(ws, "sr22") == (None, WINDOW_S * 22050 // 256 + 1, 64)
-    assert_tested(ws, "sr22", orpheus(ws, "-q", "test", "--run", "sr22", "--json"))
+    assert_tested(ws, "sr22", in_workspace(ws, "-q", "test", "--run", "sr22", "--json"))
 
     # predict takes the run's recipe (22050 Hz, 64 mels), not the workspace's or the defaults:
     # its probabilities equal the song-level mean over the same windows of the test record.
@@ -355,7 +348,7 @@ def test_records_at_22050_hz_with_64_mels_then_train_and_test(workspace, tmp_pat
     windows = features.even_windows(ex["audio"], length, length)
     expected = model(features.normalise(tf.constant(windows), batched=True)).numpy().mean(axis=0)
     song = audio_root / table[ex["tid"]]
-    result = orpheus(ws, "predict", str(song), "--model", "sr22", "-f", "json", "-t", "0")
+    result = in_workspace(ws, "predict", str(song), "--model", "sr22", "-f", "json", "-t", "0")
     ok(result)
     (record,) = json.loads(result.stdout)
     labels = json.loads((ws / "runs/sr22/labels.json").read_text())

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import orpheus
 
-from orpheus.cli import app
 from orpheus.commands.init import use_example
 from orpheus.config import validate
 from orpheus.example.build import EXAMPLE_TRAINING_CONFIG
@@ -20,9 +19,8 @@ from orpheus.workspace import Workspace
 def test_demo_runs_every_stage_then_reuses_them(example_corpus: Path, tmp_path: Path):
     ws = Workspace.create(tmp_path / "demo ws")
     use_example(ws, example_corpus, json.loads((example_corpus / "truth.json").read_text()))
-    runner = CliRunner()
 
-    first = runner.invoke(app, ["demo", str(ws.root), "--epochs", "1"])
+    first = orpheus("demo", ws.root, "--epochs", "1")
     assert first.exit_code == 0, first.stderr
     for stage in ("scan", "wrangle", "silence", "tags clean", "tfrecords build", "train", "test"):
         assert f"✓ {stage}:" in first.stderr
@@ -38,14 +36,14 @@ def test_demo_runs_every_stage_then_reuses_them(example_corpus: Path, tmp_path: 
     scan = Workspace.open(ws.root).entry("scan")["command"]
     assert scan == f"orpheus -w '{ws.root}' scan"  # the stage's own command line, not `demo`
 
-    again = runner.invoke(app, ["demo", str(ws.root), "--epochs", "1"])
+    again = orpheus("demo", ws.root, "--epochs", "1")
     assert again.exit_code == 0, again.stderr
     for stage in ("init --example", "scan", "silence", "tfrecords build", "train"):
         assert f"✓ {stage}: up to date, reused" in again.stderr
 
 
 def test_demo_rejects_bad_numbers(tmp_path: Path):
-    result = CliRunner().invoke(app, ["demo", str(tmp_path / "ws"), "--tracks", "0"])
+    result = orpheus("demo", tmp_path / "ws", "--tracks", "0")
     assert result.exit_code == 2 and "must be positive" in result.stderr
     assert not (tmp_path / "ws").exists()
 
@@ -130,7 +128,7 @@ def test_demo_runs_the_jamendo_layout_from_labels_import_to_predictions(
     ws.path("example").mkdir()
     use_example(ws, Path("example"), write_layout(example_corpus, ws.path("example"), "jamendo"))
 
-    done = CliRunner().invoke(app, ["demo", str(ws.root), "--epochs", "1", "--layout", "jamendo"])
+    done = orpheus("demo", ws.root, "--epochs", "1", "--layout", "jamendo")
     assert done.exit_code == 0, done.stderr
     assert "✓ init --example: up to date, reused" in done.stderr  # the example laid out above
     for stage in ("labels import", "silence", "tags clean", "tfrecords build", "train", "test"):
@@ -145,6 +143,6 @@ def test_demo_runs_the_jamendo_layout_from_labels_import_to_predictions(
 
 
 def test_demo_rejects_an_unknown_layout(tmp_path: Path):
-    result = CliRunner().invoke(app, ["demo", str(tmp_path / "ws"), "--layout", "itunes"])
+    result = orpheus("demo", tmp_path / "ws", "--layout", "itunes")
     assert result.exit_code == 2 and "unknown --layout" in result.stderr
     assert not (tmp_path / "ws").exists()

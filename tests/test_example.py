@@ -482,25 +482,21 @@ def test_unknown_layout_is_refused(tmp_path: Path, example_corpus: Path) -> None
 
 
 def test_init_writes_a_library_example_and_names_the_import_that_reads_it(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
+    from cli_helpers import orpheus
 
-    from orpheus.cli import app
     from orpheus.example.layouts import import_command
     from orpheus.workspace import Workspace
 
-    runner = CliRunner()
     ws = tmp_path / "ws"
-    done = runner.invoke(
-        app, ["init", str(ws), "--example", "--layout", "library", "--tracks", "3"]
-    )
+    done = orpheus("init", ws, "--example", "--layout", "library", "--tracks", "3")
     assert done.exit_code == 0, done.output
     cfg = Workspace.open(ws).config
     assert cfg["paths"]["audio_root"] == "example/Music" and cfg["paths"]["msd_summary"] is None
     assert cfg["tags-cleaning"]["min_tracks"] == 2
     args = ["-w", str(ws), *import_command(ws, "library")]
     assert f"next: orpheus {shlex.join(args)}" in " ".join(done.stderr.split())
-    imported = runner.invoke(app, args)
+    imported = orpheus(*args)
     assert imported.exit_code == 0, imported.output
     assert "imported 3 tracks" in imported.stdout
     assert not list((ws / "example").glob(".*"))  # the MSD-shaped build it came from is gone
-    assert runner.invoke(app, ["init", str(tmp_path / "x"), "--layout", "jamendo"]).exit_code == 2
+    assert orpheus("init", tmp_path / "x", "--layout", "jamendo").exit_code == 2

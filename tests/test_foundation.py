@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import orpheus
 
 from orpheus import config as config_lib
 from orpheus.cli import app
@@ -17,18 +17,6 @@ from orpheus.workspace import Workspace, WorkspaceError, fingerprint
 
 SEED_CONFIGS = sorted((Path(__file__).parent / "fixtures" / "seed-configs").glob("*.json"))
 REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def orpheus(*args: str, cwd: Path | None = None, env: dict | None = None):
-    """Run the CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
-    old = Path.cwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        return runner.invoke(app, list(args), env=env)
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture

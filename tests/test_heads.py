@@ -20,22 +20,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from cli_helpers import in_workspace, ok
 from process_helpers import ENV, PY, ROOT
 from tagger_helpers import SR
 from test_record import SECONDS, filecap  # noqa: F401 - the ALSA file-backed capture device
 from test_record import orpheus as orpheus_process
-from typer.testing import CliRunner
 
 from orpheus import embeddings, features, finetune, heads, pretrained, records, runs
-from orpheus.cli import app
 from orpheus.errors import OrpheusError
 from orpheus.example.layouts import use_example
 from orpheus.models.musicnn import build_musicnn
 from orpheus.training import lifecycle
 from orpheus.workspace import STALE, Workspace
 
-runner = CliRunner()
-NO_WS = {"ORPHEUS_WORKSPACE": ""}
 SPLIT = [40, 20, 40]  # several labelled tracks in every split of the 20 tagged example tracks
 REFERENCE = Path(__file__).parent / "fixtures" / "musicnn_reference.npz"
 CROSS_CPU = 5e-5  # test_musicnn's tolerance: 4x the measured AVX2/AVX-512 difference of TF1 runs
@@ -44,14 +41,6 @@ CROSS_CPU = 5e-5  # test_musicnn's tolerance: 4x the measured AVX2/AVX-512 diffe
 FLOAT16_INPUT = 5e-3
 # A resumed run computes what the uninterrupted one does, op for op: only float noise may differ.
 SAME_RUN = {"rtol": 1e-5, "atol": 1e-7}
-
-
-def orpheus(ws: Path, *args: str):
-    return runner.invoke(app, ["-w", str(ws), *map(str, args)], env=NO_WS)
-
-
-def ok(result) -> None:
-    assert result.exit_code == 0, (result.stdout + result.stderr)[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +59,7 @@ def workspace(example_corpus: Path, tmp_path_factory) -> Path:
         ["tags", "clean"],
         ["tfrecords", "build", "-j", "2"],
     ):
-        ok(orpheus(root, "-q", *args))
+        ok(in_workspace(root, "-q", *args))
     return root
 
 
@@ -82,7 +71,7 @@ def _test_track(ws: Path) -> tuple[dict, Path]:
 
 
 def _predicted(ws: Path, run: str, song: Path) -> np.ndarray:
-    result = orpheus(ws, "predict", str(song), "--model", run, "-f", "json", "-t", "0")
+    result = in_workspace(ws, "predict", str(song), "--model", run, "-f", "json", "-t", "0")
     ok(result)
     (record,) = json.loads(result.stdout)
     labels = json.loads((ws / "runs" / run / "labels.json").read_text())
@@ -90,7 +79,7 @@ def _predicted(ws: Path, run: str, song: Path) -> np.ndarray:
 
 
 def _tested(ws: Path, run: str) -> dict:
-    result = orpheus(ws, "-q", "test", "--run", run, "--json")
+    result = in_workspace(ws, "-q", "test", "--run", run, "--json")
     ok(result)
     metrics = json.loads(result.stdout)
     assert 0.0 <= metrics["roc_auc_macro"] <= 1.0 and 0.0 <= metrics["pr_auc_macro"] <= 1.0
@@ -106,7 +95,7 @@ def _recipe(run_dir: Path) -> features.Recipe:
 
 def test_head_run_trains_from_cached_embeddings_then_tests_and_predicts(workspace):
     ok(
-        orpheus(
+        in_workspace(
             workspace,
             "-q",
             "train",
@@ -145,7 +134,7 @@ def test_head_run_trains_from_cached_embeddings_then_tests_and_predicts(workspac
     cache = workspace / "embeddings/msd-musicnn.npz"
     before = (cache.stat().st_mtime_ns, Workspace.open(workspace).entry("embeddings/msd-musicnn"))
     ok(
-        orpheus(
+        in_workspace(
             workspace,
             "-q",
             "train",
@@ -172,7 +161,7 @@ def test_head_run_trains_from_cached_embeddings_then_tests_and_predicts(workspac
 
 def test_finetuned_run_keeps_its_frozen_front_end_then_tests_and_predicts(workspace):
     ok(
-        orpheus(
+        in_workspace(
             workspace,
             "-q",
             "train",
@@ -249,7 +238,7 @@ def _refused(ws: Path, run: str, args: list[str], message: str) -> None:
     """`train --resume run ARGS` stops with one error line holding `message`, exit 2, the run
     left as it was."""
     state = (ws / "runs" / run / "state.json").read_bytes()
-    result = orpheus(ws, "train", "--resume", run, *args)
+    result = in_workspace(ws, "train", "--resume", run, *args)
     assert result.exit_code == 2, (result.stdout + result.stderr)[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
@@ -295,11 +284,11 @@ def test_a_head_run_stopped_by_sigterm_resumes_to_the_uninterrupted_runs_weights
     note = (run / "NOTE").read_text()
     assert f"{done} epoch(s) saved. Continue with `orpheus train --resume {run.name}`" in note
 
-    resumed = orpheus(workspace, "train", "--resume", run.name, "--epochs", str(done + 1))
+    resumed = in_workspace(workspace, "train", "--resume", run.name, "--epochs", str(done + 1))
     ok(resumed)
     assert f"resuming after epoch {done} of {done + 1}" in resumed.stderr
     assert not (run / "NOTE").exists()
-    ok(orpheus(workspace, "-q", *train, str(done + 1), "--run-name", "sigterm-whole"))
+    ok(in_workspace(workspace, "-q", *train, str(done + 1), "--run-name", "sigterm-whole"))
     _assert_same_run(run, workspace / "runs/sigterm-whole", done + 1)
     assert json.loads((run / "state.json").read_text())["history"][:done] == stopped["history"]
 
@@ -316,17 +305,17 @@ def test_a_head_run_stopped_by_sigterm_resumes_to_the_uninterrupted_runs_weights
 
 def test_a_finetuning_run_resumed_after_epoch_1_ends_as_an_uninterrupted_run(workspace):
     common = ["--init", "mtt-musicnn", "--steps-per-epoch", "2"]
-    ok(orpheus(workspace, "-q", "train", *common, "--epochs", "1", "--run-name", "ft-half"))
-    resumed = orpheus(workspace, "train", "--resume", "ft-half", "--epochs", "2")
+    ok(in_workspace(workspace, "-q", "train", *common, "--epochs", "1", "--run-name", "ft-half"))
+    resumed = in_workspace(workspace, "train", "--resume", "ft-half", "--epochs", "2")
     ok(resumed)
     assert "resuming after epoch 1 of 2 from checkpoints/epoch-0001.npz" in resumed.stderr
-    ok(orpheus(workspace, "-q", "train", *common, "--epochs", "2", "--run-name", "ft-whole"))
+    ok(in_workspace(workspace, "-q", "train", *common, "--epochs", "2", "--run-name", "ft-whole"))
     run = workspace / "runs/ft-half"
     _assert_same_run(run, workspace / "runs/ft-whole", 2)
 
     # a finished run says so, as a normal run does, and keeps its weights
     before = _checkpoint(run, 2)
-    again = orpheus(workspace, "train", "--resume", "ft-half", "--epochs", "2")
+    again = in_workspace(workspace, "train", "--resume", "ft-half", "--epochs", "2")
     ok(again)
     assert "all 2 epochs are done already" in again.stderr
     after = _checkpoint(run, 2)
@@ -358,7 +347,7 @@ def test_flags_that_do_not_fit_the_method_are_one_line_errors(workspace):
         (["--head", "linear", "--schedule", "one-cycle"], "--schedule does not apply"),
         (["--init", "msd-musicnn", "--precision", "mixed"], "--precision does not apply"),
     ):
-        result = orpheus(workspace, "train", *args, "--run-name", "never")
+        result = in_workspace(workspace, "train", *args, "--run-name", "never")
         assert result.exit_code == 2, (result.stdout + result.stderr)[-3000:]
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], result.stderr
@@ -376,7 +365,11 @@ def test_flags_that_do_not_fit_the_method_are_one_line_errors(workspace):
 @pytest.fixture(scope="module")
 def head_run(workspace) -> str:
     """A linear head on msd-musicnn's embeddings, trained briefly."""
-    ok(orpheus(workspace, "-q", "train", "--head", "linear", "--epochs", "2", "--run-name", "lin"))
+    ok(
+        in_workspace(
+            workspace, "-q", "train", "--head", "linear", "--epochs", "2", "--run-name", "lin"
+        )
+    )
     return "lin"
 
 
@@ -402,7 +395,7 @@ def test_record_tags_with_a_head_run_as_predict_does(workspace, head_run, fileca
 def test_predict_writes_a_head_runs_tags_into_the_file(workspace, head_run, tmp_path):
     _, song = _test_track(workspace)
     copy = Path(shutil.copy2(song, tmp_path / song.name))
-    result = orpheus(
+    result = in_workspace(
         workspace, "predict", copy, "--model", head_run, "--write-tags", "--top-k", "3", "-t", "0",
         "-f", "json",
     )  # fmt: skip
@@ -426,7 +419,7 @@ def test_a_head_runs_embeddings_feed_its_output_layer_and_a_second_head(
     musicnn's own penultimate vectors."""
     _, song = _test_track(workspace)
     out = tmp_path / "e.npz"
-    result = orpheus(
+    result = in_workspace(
         workspace, "predict", song, "--model", head_run, "--embeddings", out, "--taggram",
         "-t", "0", "-f", "json",
     )  # fmt: skip
@@ -443,7 +436,7 @@ def test_a_head_runs_embeddings_feed_its_output_layer_and_a_second_head(
         record["taggram"]["probabilities"], 1 / (1 + np.exp(-(vectors @ kernel + bias))), atol=2e-6
     )
 
-    ok(orpheus(
+    ok(in_workspace(
         workspace, "-q", "train", "--head", "linear", "--embeddings", head_run, "--epochs", "1",
         "--run-name", "on-lin",
     ))  # fmt: skip

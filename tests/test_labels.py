@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import in_workspace, ok, orpheus
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3, TCON, TMOO, TPE1, TXXX
-from typer.testing import CliRunner
 
-from orpheus.cli import app
 from orpheus.labels.common import path_id
 from orpheus.records import split_of
 from orpheus.tagfields import ORPHEUS_FIELD, read_fields
 from orpheus.workspace import Workspace
 
-runner = CliRunner()
 LOUD = {"metal", "rock", "electronic", "hip-hop", "pop"}  # the other styles are "calm"
 SPLIT = [50, 25, 25]  # 21 kept tracks: every split holds a few of each tag
 TINY = {  # a tiny, fast model: one epoch of a few steps
@@ -31,10 +29,6 @@ TINY = {  # a tiny, fast model: one epoch of a few steps
     "model-training": {"window_length": 1, "batch_size": 4, "epochs": 1, "split": SPLIT},
     "tags": {"top": None, "with": [], "without": []},
 }
-
-
-def orpheus(ws: Path, *args: str):
-    return runner.invoke(app, ["-w", str(ws), *args])
 
 
 def kept_tracks(corpus: Path) -> list[dict]:
@@ -66,7 +60,7 @@ def artists_covering_splits(n: int) -> list[str]:
 
 def new_workspace(root: Path) -> Path:
     ws = root / "ws"
-    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    ok(orpheus("init", ws))
     w = Workspace.open(ws)
     cfg = w.config
     for section, values in TINY.items():
@@ -84,7 +78,7 @@ def run_pipeline(ws: Path) -> dict:
         ["train", "--run-name", "r", "--frontend", "log-mel"],
         ["test", "--run", "r", "--json"],
     ):
-        done = orpheus(ws, *args)
+        done = in_workspace(ws, *args)
         assert done.exit_code == 0, (args, done.output[-3000:])
     return json.loads(done.stdout[done.stdout.index("{") :])
 
@@ -111,7 +105,7 @@ def test_csv_import_runs_the_whole_pipeline_with_an_artist_split(example_corpus,
     (tmp_path / "lib/labels.csv").write_text("\n".join(lines) + "\n")
     ws = new_workspace(tmp_path)
 
-    done = orpheus(ws, "labels", "import", "--from", "csv", str(tmp_path / "lib/labels.csv"))
+    done = in_workspace(ws, "labels", "import", "--from", "csv", str(tmp_path / "lib/labels.csv"))
     assert done.exit_code == 0, done.output
     assert "duplicate" in done.stdout
     with sqlite3.connect(ws / "tags/labels.db") as con:
@@ -126,7 +120,7 @@ def test_csv_import_runs_the_whole_pipeline_with_an_artist_split(example_corpus,
     assert table["track_id"].iloc[0] == path_id(table["file_path"].iloc[0])
     entry = Workspace.open(ws).entry("labels")
     assert entry["params"]["source"] == "csv" and entry["params"]["split_source"] == "artist"
-    status = orpheus(ws, "status", "--json")
+    status = in_workspace(ws, "status", "--json")
     assert json.loads(status.stdout)["next"] == "orpheus silence"
 
     result = run_pipeline(ws)
@@ -161,7 +155,7 @@ def test_jamendo_split_folder_gives_the_split_and_keeps_categories(example_corpu
         (split_dir / f"autotagging-{part}.tsv").write_bytes("\r\n".join(lines).encode() + b"\r\n")
     ws = new_workspace(tmp_path)
 
-    done = orpheus(
+    done = in_workspace(
         ws,
         "labels",
         "import",
@@ -172,7 +166,7 @@ def test_jamendo_split_folder_gives_the_split_and_keeps_categories(example_corpu
         str(tmp_path / "audio"),
     )
     assert done.exit_code == 0, done.output
-    status = json.loads(orpheus(ws, "status", "--json").stdout)
+    status = json.loads(in_workspace(ws, "status", "--json").stdout)
     assert status["next"] == "orpheus silence"
     assert "wrangle" not in {a["name"] for a in status["artifacts"]}
     result = run_pipeline(ws)
@@ -203,7 +197,7 @@ def test_mtat_annotations_run_the_whole_pipeline(example_corpus, tmp_path):
     (tmp_path / "mtat/annotations_final.csv").write_text("\n".join(lines) + "\n")
     ws = new_workspace(tmp_path)
 
-    done = orpheus(
+    done = in_workspace(
         ws, "labels", "import", "--from", "mtat", str(tmp_path / "mtat/annotations_final.csv")
     )
     assert done.exit_code == 0, done.output
@@ -255,7 +249,7 @@ def write_library(example_corpus: Path, root: Path) -> list[dict]:
 def test_file_tags_run_the_whole_pipeline(example_corpus, tmp_path):
     library = write_library(example_corpus, tmp_path / "Music")
     ws = new_workspace(tmp_path)
-    done = orpheus(ws, "labels", "import", "--from", "files", str(tmp_path / "Music"))
+    done = in_workspace(ws, "labels", "import", "--from", "files", str(tmp_path / "Music"))
     assert done.exit_code == 0, done.output
     with sqlite3.connect(ws / "tags/labels.db") as con:
         n = con.execute("SELECT count(*) FROM tids").fetchone()[0]
@@ -303,7 +297,7 @@ def lib(example_corpus, tmp_path):
 
 def import_csv(ws: Path, lib: Path, data: bytes, name: str = "labels.csv"):
     (lib / name).write_bytes(data)
-    return orpheus(ws, "labels", "import", "--from", "csv", str(lib / name))
+    return in_workspace(ws, "labels", "import", "--from", "csv", str(lib / name))
 
 
 def test_missing_column_is_a_one_line_error_naming_the_file(lib):
@@ -354,7 +348,9 @@ def test_jamendo_wrong_header_and_unreadable_tag_block(lib, tmp_path):
     ws, root = lib
     tsv = tmp_path / "autotagging.tsv"
     tsv.write_text("ID\tPATH\ttags\n1\ta.mp3\tgenre---rock\n")
-    done = orpheus(ws, "labels", "import", "--from", "jamendo", str(tsv), "--audio-root", str(root))
+    done = in_workspace(
+        ws, "labels", "import", "--from", "jamendo", str(tsv), "--audio-root", str(root)
+    )
     assert done.exit_code == 2 and "autotagging.tsv: not an MTG-Jamendo TSV" in done.output
     tagged = root / "tagged.mp3"
     shutil.copyfile(root / "a.mp3", tagged)
@@ -364,7 +360,7 @@ def test_jamendo_wrong_header_and_unreadable_tag_block(lib, tmp_path):
     tags.save()
     broken = root / "broken.mp3"
     broken.write_bytes(b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + b"\x00" * 64)  # a tag size past the end
-    done = orpheus(ws, "labels", "import", "--from", "files", str(root))
+    done = in_workspace(ws, "labels", "import", "--from", "files", str(root))
     assert done.exit_code == 1, done.output
     assert "unreadable-tags" in done.stdout and "broken.mp3" in done.stdout
 
@@ -401,8 +397,8 @@ def test_tfrecords_build_reports_empty_splits_with_a_hint(lib):
     done = import_csv(ws, root, ("path,tags,track_id\n" + "\n".join(rows) + "\n").encode())
     assert done.exit_code == 0, done.output
     for args in (["silence", "-j", "1"], ["tags", "clean", "--min-tracks", "1"]):
-        assert orpheus(ws, *args).exit_code == 0
-    done = orpheus(ws, "tfrecords", "build", "-j", "1")
+        assert in_workspace(ws, *args).exit_code == 0
+    done = in_workspace(ws, "tfrecords", "build", "-j", "1")
     assert done.exit_code == 0, done.output
     assert "the valid split is empty" in done.output and "the test split is empty" in done.output
     assert "hint: more tracks, a larger share" in done.output
@@ -442,7 +438,7 @@ def laid_out(example_corpus: Path, tmp_path: Path, layout: str) -> tuple[Path, d
     for section, values in TINY.items():  # the tiny model again, over the example's config
         cfg[section].update(values)
     w.save_config(cfg)
-    done = runner.invoke(app, ["-w", str(ws), *import_command(tmp_path, layout)])
+    done = in_workspace(ws, *import_command(tmp_path, layout))
     assert done.exit_code == 0, done.output
     return ws, truth
 
@@ -490,11 +486,11 @@ def test_tags_clean_takes_its_minimum_track_count_from_the_config(lib):
     ws, root = lib
     rows = "path,tags\na.mp3,rock;jazz\nb.mp3,rock;jazz\nc.mp3,rock\n"
     assert import_csv(ws, root, rows.encode()).exit_code == 0
-    assert orpheus(ws, "config", "set", "tags-cleaning.min_tracks", "3").exit_code == 0
-    assert orpheus(ws, "tags", "clean").exit_code == 0
+    assert in_workspace(ws, "config", "set", "tags-cleaning.min_tracks", "3").exit_code == 0
+    assert in_workspace(ws, "tags", "clean").exit_code == 0
     entry = Workspace.open(ws).entry("clean-tags")
     assert entry["params"]["min_tracks"] == 3 and entry["summary"]["clean_tags"] == 1  # rock
-    assert orpheus(ws, "tags", "clean", "--min-tracks", "2").exit_code == 0  # the flag wins
+    assert in_workspace(ws, "tags", "clean", "--min-tracks", "2").exit_code == 0  # the flag wins
     assert Workspace.open(ws).entry("clean-tags")["summary"]["clean_tags"] == 2
-    bad = orpheus(ws, "config", "set", "tags-cleaning.min_tracks", "0")
+    bad = in_workspace(ws, "config", "set", "tags-cleaning.min_tracks", "0")
     assert bad.exit_code == 2 and "must be > 0" in bad.stderr

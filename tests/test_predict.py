@@ -17,26 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_helpers import orpheus
 from tagger_helpers import make_run, music, write
-from typer.testing import CliRunner
 
-from orpheus.cli import app
 from orpheus.commands._common import console
 from orpheus.pretrained import kinds
 from orpheus.tagfields import normalise, read_fields
 from orpheus.workspace import Workspace
-
-runner = CliRunner()
-NO_WS = {"ORPHEUS_WORKSPACE": ""}
-
-
-def orpheus(*args, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, [str(a) for a in args], env=NO_WS)
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture(scope="module")
@@ -156,18 +143,10 @@ def test_default_model_is_the_latest_workspace_run(songs, tmp_path):
     for run_id in ("old", "new"):
         make_run(ws.root, run_id)
         ws.register(f"run/{run_id}", f"runs/{run_id}", params={}, inputs={})
-    old = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        result = runner.invoke(
-            app, ["-w", str(ws.root), "predict", str(songs / "a.wav"), "-f", "json"]
-        )
-        named = runner.invoke(
-            app,
-            ["-w", str(ws.root), "predict", str(songs / "a.wav"), "-f", "json", "--model", "old"],
-        )
-    finally:
-        os.chdir(old)
+    result = orpheus("-w", ws.root, "predict", songs / "a.wav", "-f", "json", cwd=tmp_path)
+    named = orpheus(
+        "-w", ws.root, "predict", songs / "a.wav", "-f", "json", "--model", "old", cwd=tmp_path
+    )
     assert result.exit_code == 0, result.stderr
     (rec,) = json.loads(result.stdout)
     assert rec["model"] == "run/new" and set(rec["probabilities"]) == {"a", "b", "c"}
@@ -271,7 +250,7 @@ def test_skip_lines_notes_and_the_summary(tiny, tmp_path):
 
 
 def test_help_shows_no_value_beside_flags():
-    text = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).stdout
+    text = orpheus("predict", "--help", env={"COLUMNS": "200"}).stdout
     for flag in ("--taggram", "--write-tags", "--resume"):
         (line,) = [x for x in text.splitlines() if x.split()[1:2] == [flag]]  # "│ --flag ..."
         assert "<" not in line, line
@@ -540,7 +519,7 @@ def test_header_estimates_are_near_the_decoded_length(tmp_path):
 def test_the_cli_shows_the_library_defaults_and_imports_no_numpy():
     from orpheus import audio
 
-    text = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).stdout
+    text = orpheus("predict", "--help", env={"COLUMNS": "200"}).stdout
     for flag, value in (("--silence-db", audio.SILENCE_DB), ("--min-seconds", audio.MIN_SECONDS)):
         line = next(x for x in text.splitlines() if x.split()[1:2] == [flag])
         assert f"[default: ({value})]" in line, line  # Typer brackets a described default

@@ -9,15 +9,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from cli_helpers import NO_WS, orpheus
 from process_helpers import ENV, PY, ROOT
 from tagger_helpers import music, write
-from typer.testing import CliRunner
 
 from orpheus import predicting
-from orpheus.cli import app
 
-runner = CliRunner()
-NO_WS = {"ORPHEUS_WORKSPACE": ""}
 TWO_WORKERS = "--direct_num_workers=2 --direct_running_mode=multi_processing"
 # Both runners call predicting.tag_record's Tagger on the same decoded audio: the records were
 # equal to the digit here. Only the BLAS summation order of another process could move a
@@ -42,9 +39,7 @@ def test_beam_on_two_workers_writes_the_local_runners_records(songs, tmp_path):
     missing = songs / "gone.mp3"
     prefix = tmp_path / "out" / "tags"
     args = ["predict", songs, missing, "-t", "0.05", "--top-k", "3", "-o", prefix]
-    result = runner.invoke(
-        app, [*map(str, args), "--runner", "beam", "--beam-options", TWO_WORKERS], env=NO_WS
-    )
+    result = orpheus(*args, "--runner", "beam", "--beam-options", TWO_WORKERS)
     assert result.exit_code == 0, result.stdout + result.stderr
     summary = result.stdout.strip()
     assert summary.startswith("tagged 3 (0:00:14 of audio in "), summary  # 6 + 4 + 4 s
@@ -85,7 +80,7 @@ def test_beam_on_two_workers_writes_the_local_runners_records(songs, tmp_path):
 def test_beam_refuses_what_it_cannot_do_in_one_line(songs, tmp_path, extra, message):
     args = [a.format(tmp=tmp_path) for a in extra]
     runner_args = [] if "--runner" in args else ["--runner", "beam"]
-    result = runner.invoke(app, ["predict", str(songs / "a.wav"), *runner_args, *args], env=NO_WS)
+    result = orpheus("predict", songs / "a.wav", *runner_args, *args)
     assert result.exit_code == 2, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not list(tmp_path.iterdir())  # nothing written

@@ -28,21 +28,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
+from cli_helpers import orpheus
 
-from orpheus.cli import app
 from orpheus.commands.init import use_example
 from orpheus.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else sys.executable
-NO_WS = {"ORPHEUS_WORKSPACE": ""}
-runner = CliRunner()
-
-
-def orpheus(*args, env: dict | None = None):
-    """The CLI in-process; typer's Result (exit_code, stdout, stderr)."""
-    return runner.invoke(app, [str(a) for a in args], env=env or NO_WS)
 
 
 def entry_point(*args, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -19,10 +19,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import in_workspace, ok
 
 from orpheus import evaluation, records, runs
-from orpheus.cli import app
 from orpheus.commands.init import use_example
 from orpheus.errors import OrpheusError
 from orpheus.features import Recipe
@@ -31,17 +30,9 @@ from orpheus.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
-NO_WS = {"ORPHEUS_WORKSPACE": ""}
-runner = CliRunner()
 WINDOW_S = 3
 # (name, `tfrecords build` options, sample rate, mels) of the issue's two round trips
 TRIPS = [("mels64", ["--mels", "64"], 16000, 64), ("sr22050", ["--sr", "22050"], 22050, 96)]
-
-
-def orpheus(ws: Path, *args: str):
-    result = runner.invoke(app, ["-w", str(ws), *map(str, args)], env=NO_WS)
-    assert result.exit_code == 0, (result.stdout + result.stderr)[-3000:]
-    return result
 
 
 # -- no TensorFlow, one definition of "the runs" and "the latest" ---------------------------------
@@ -110,7 +101,7 @@ def labelled(example_corpus: Path, tmp_path_factory) -> Path:
     )
     ws.save_config(cfg)
     for args in (["scan", "-j", "1"], ["wrangle"], ["silence", "-j", "2"], ["tags", "clean"]):
-        orpheus(root, "-q", *args)
+        ok(in_workspace(root, "-q", *args))
     return root
 
 
@@ -119,17 +110,16 @@ def trip(request, labelled: Path, tmp_path_factory) -> dict:
     """records -> train -> predict (the test split's files) -> test, on a copy of `labelled`."""
     name, build_options, sample_rate, n_mels = request.param
     ws = Path(shutil.copytree(labelled, tmp_path_factory.mktemp(name) / "ws"))
-    orpheus(ws, "-q", "tfrecords", "build", "-j", "2", *build_options)
-    orpheus(ws, "-q", "train", "--run-name", "rt")
+    ok(in_workspace(ws, "-q", "tfrecords", "build", "-j", "2", *build_options))
+    ok(in_workspace(ws, "-q", "train", "--run-name", "rt"))
     workspace = Workspace.open(ws)
     run = runs.open_run(ws, "rt")
     tested = evaluation.evaluate_run(workspace, run)  # what `orpheus test` computes, per track
     table = pd.read_parquet(ws / "data/silence.parquet").set_index("track_id")["file_path"]
     files = [workspace.audio_root() / table[tid] for tid in tested.predictions.tids]
-    predicted = orpheus(
-        ws, "predict", *files, "--model", "rt", "-f", "json", "-t", "0", "--silence-db", "-300"
-    )
-    shown = json.loads(orpheus(ws, "-q", "test", "--run", "rt", "--json").stdout)
+    options = ["--model", "rt", "-f", "json", "-t", "0", "--silence-db", "-300"]
+    predicted = ok(in_workspace(ws, "predict", *files, *options))
+    shown = json.loads(ok(in_workspace(ws, "-q", "test", "--run", "rt", "--json")).stdout)
     return {
         "ws": ws,
         "run": run,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from cli_helpers import orpheus
 
 from orpheus import scan as scan_mod
 from orpheus.errors import OrpheusError
@@ -186,15 +187,6 @@ def test_missing_root(tmp_path):
 
 
 # -- the command ------------------------------------------------------------------------------
-
-
-def orpheus(*args: str):
-    """Run the real CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
-    from typer.testing import CliRunner
-
-    from orpheus.cli import app
-
-    return CliRunner().invoke(app, list(args))
 
 
 def test_scan_command_registers_and_resumes(tree, tmp_path):

@@ -241,19 +241,17 @@ def test_from_run_refuses_unfinished_or_missing_runs(tmp_path):
 def test_predict_windows_musicnn_gives_musicnns_taggram(tmp_path, monkeypatch):
     import json
 
-    from typer.testing import CliRunner
-
-    from orpheus.cli import app
+    from cli_helpers import orpheus
 
     ref = np.load(FIXTURES / "musicnn_taggram_reference.npz")
     clip = FIXTURES / "musicnn_clips" / str(ref["clips"][0])
     monkeypatch.chdir(tmp_path)  # no workspace: the default model is msd-musicnn
     args = ["predict", str(clip), "-f", "json", "-t", "0", "--windows"]
-    run = CliRunner().invoke(app, [*args, "musicnn"], env={"ORPHEUS_WORKSPACE": ""})
+    run = orpheus(*args, "musicnn")
     assert run.exit_code == 0, run.output
     (record,) = json.loads(run.stdout)
     probs = [record["probabilities"][label] for label in ref["labels/MSD_musicnn"]]
     # 1e-4 as in test_musicnn_windows_give_musicnns_own_taggram (records round to 1e-6)
     np.testing.assert_allclose(probs, ref["MSD_musicnn/means"][0], atol=1e-4)
-    bad = CliRunner().invoke(app, [*args, "middle"], env={"ORPHEUS_WORKSPACE": ""})
+    bad = orpheus(*args, "middle")
     assert bad.exit_code == 2 and "even, musicnn" in bad.output

@@ -9,9 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import in_workspace
 
-from orpheus.cli import app
 from orpheus.errors import OrpheusError
 from orpheus.lastfm import cleaning
 from orpheus.lastfm.cleaning import CleaningParams, clean_database, load_lists, search_key
@@ -352,13 +351,6 @@ def test_no_tag_reaches_threshold(tmp_path: Path) -> None:
 # -- the commands ------------------------------------------------------------------------------
 
 
-runner = CliRunner()
-
-
-def cli(ws: Path, *args: str):
-    return runner.invoke(app, ["-w", str(ws), *args])
-
-
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     Workspace.create(tmp_path / "ws")
@@ -368,11 +360,13 @@ def ws(tmp_path: Path) -> Path:
 
 def test_clean_command_registers_and_queries(ws: Path) -> None:
     raw = ws.parent / "raw.db"
-    assert cli(ws, "config", "set", "paths.lastfm_db", str(raw)).exit_code == 0
-    r = cli(ws, "tags", "top", "-n", "2", "--json")  # no clean db yet: the input db, said so
+    assert in_workspace(ws, "config", "set", "paths.lastfm_db", str(raw)).exit_code == 0
+    r = in_workspace(
+        ws, "tags", "top", "-n", "2", "--json"
+    )  # no clean db yet: the input db, said so
     assert r.exit_code == 0 and json.loads(r.stdout)[1] == {"rank": 2, "tag": "seen live",
                                                              "tracks": 15}  # fmt: skip
-    r = cli(ws, "tags", "clean", "--threshold", "5", "--sub-threshold", "2", "--json",
+    r = in_workspace(ws, "tags", "clean", "--threshold", "5", "--sub-threshold", "2", "--json",
             "--combine", "rap,hip-hop", "--drop", "80s")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["clean_tags"] == 8
@@ -380,19 +374,19 @@ def test_clean_command_registers_and_queries(ws: Path) -> None:
     assert entry["path"] == "tags/clean_lastfm.db" and entry["params"]["threshold"] == 5
     assert entry["params"]["combine"] == [["rap", "hip-hop"]] and "lastfm_db" in entry["inputs"]
     assert Workspace.open(ws).state("clean-tags") == "ok"
-    top = json.loads(cli(ws, "tags", "top", "--json").stdout)
+    top = json.loads(in_workspace(ws, "tags", "top", "--json").stdout)
     assert [t["tag"] for t in top[:3]] == ["rock", "hip-hop", "rnb"]
-    show = json.loads(cli(ws, "tags", "show", tid(0), "--json").stdout)
+    show = json.loads(in_workspace(ws, "tags", "show", tid(0), "--json").stdout)
     assert {t["tag"] for t in show["tags"]} >= {"rock", "hip-hop", "female"}
-    raw_show = json.loads(cli(ws, "tags", "show", tid(0), "--raw", "--json").stdout)
+    raw_show = json.loads(in_workspace(ws, "tags", "show", tid(0), "--raw", "--json").stdout)
     assert {t["tag"] for t in raw_show["tags"]} >= {"Hip-Hop", "hip hop", "80's"}
-    stats = json.loads(cli(ws, "tags", "stats", "--json").stdout)
+    stats = json.loads(in_workspace(ws, "tags", "stats", "--json").stdout)
     assert stats["duplicate_rows"] == 0 and stats["cleaning"]["params"]["drop"] == ["80s"]
-    why = json.loads(cli(ws, "tags", "explain", "hip hop", "--json").stdout)
+    why = json.loads(in_workspace(ws, "tags", "explain", "hip hop", "--json").stdout)
     assert why["raw"]["clean_tag"] == "hip-hop" and why["raw"]["rule"] == "collision"
-    r = cli(ws, "tags", "explain", "hip hop")
+    r = in_workspace(ws, "tags", "explain", "hip hop")
     assert r.exit_code == 0 and "Hip-Hop" in r.stdout
-    assert cli(ws, "tags", "explain", "no such tag").exit_code == 2
+    assert in_workspace(ws, "tags", "explain", "no such tag").exit_code == 2
 
 
 @pytest.mark.parametrize(
@@ -408,7 +402,7 @@ def test_clean_command_registers_and_queries(ws: Path) -> None:
 def test_clean_command_bad_input(ws: Path, args: list[str], message: str) -> None:
     raw = ws.parent / "raw.db"
     before = digest(raw)
-    r = cli(ws, "tags", "clean", "--lastfm-db", str(raw), "--threshold", "5", *args)
+    r = in_workspace(ws, "tags", "clean", "--lastfm-db", str(raw), "--threshold", "5", *args)
     assert r.exit_code == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
@@ -416,9 +410,9 @@ def test_clean_command_bad_input(ws: Path, args: list[str], message: str) -> Non
 
 
 def test_commands_without_any_db(ws: Path) -> None:
-    r = cli(ws, "tags", "top")
+    r = in_workspace(ws, "tags", "top")
     assert r.exit_code == 2 and "no Last.fm db given" in r.stderr
-    assert cli(ws, "tags", "explain", "rock").exit_code == 2
+    assert in_workspace(ws, "tags", "explain", "rock").exit_code == 2
 
 
 # -- the example corpus --------------------------------------------------------------------------

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from typer.testing import CliRunner
+from cli_helpers import in_workspace
 
-from orpheus.cli import app
 from orpheus.errors import OrpheusError
 from orpheus.lastfm.db import LastFm
 from orpheus.lastfm.matrix import TagMatrix, close_tags, related
@@ -103,23 +102,18 @@ def test_explicit_zeros_are_not_tags() -> None:
     assert m.related("a").empty
 
 
-runner = CliRunner()
-
-
-def cli(ws: Path, *args: str):
-    return runner.invoke(app, ["-w", str(ws), *args])
-
-
 @pytest.fixture
 def ws(tmp_path: Path) -> Path:
     Workspace.create(tmp_path / "ws")
     raw = make_db(tmp_path / "raw.db")
-    assert cli(tmp_path / "ws", "config", "set", "paths.lastfm_db", str(raw)).exit_code == 0
+    assert (
+        in_workspace(tmp_path / "ws", "config", "set", "paths.lastfm_db", str(raw)).exit_code == 0
+    )
     return tmp_path / "ws"
 
 
 def test_cli_json_and_table(ws: Path) -> None:
-    r = cli(ws, "tags", "related", "pop", "--json")  # no clean db: the input db, said so
+    r = in_workspace(ws, "tags", "related", "pop", "--json")  # no clean db: the input db, said so
     assert r.exit_code == 0, r.output
     assert "no clean db yet" in r.stderr
     out = json.loads(r.stdout)
@@ -131,35 +125,35 @@ def test_cli_json_and_table(ws: Path) -> None:
         ("indie", 1, 3),
     ]
     assert [o["lift"] for o in out["related"]] == pytest.approx([1.0, 1.0, 6 / 9], rel=1e-12)
-    top = json.loads(cli(ws, "tags", "related", "pop", "--top", "1", "--json").stdout)
+    top = json.loads(in_workspace(ws, "tags", "related", "pop", "--top", "1", "--json").stdout)
     assert top["related"] == out["related"][:1]
     # Rich markup in a tag name is shown, not parsed (`[/]` used to end in an internal error).
     for args in (("related", "jazz"), ("related", "a[/]b"), ("top",), ("show", "TR6")):
-        r = cli(ws, "tags", *args)
+        r = in_workspace(ws, "tags", *args)
         assert r.exit_code == 0 and "a[/]b" in r.stdout, (args, r.output)
-    r = cli(ws, "tags", "related", "unused")
+    r = in_workspace(ws, "tags", "related", "unused")
     assert r.exit_code == 0 and "'unused'" in r.stdout and "rock" not in r.stdout
-    assert cli(ws, "tags", "related", "pop", "--top", "0").exit_code == 2
+    assert in_workspace(ws, "tags", "related", "pop", "--top", "0").exit_code == 2
 
 
 def test_cli_raw_or_clean_db(ws: Path) -> None:
-    r = cli(ws, "tags", "related", "rock", "--db", "clean")
+    r = in_workspace(ws, "tags", "related", "rock", "--db", "clean")
     assert r.exit_code == 2 and "orpheus tags clean" in r.stderr
     clean = ws / "tags" / "clean_lastfm.db"  # stands in for a written clean db: same schema
     clean.parent.mkdir(exist_ok=True)
     make_db(clean, {"TR1": ["rock", "pop"], "TR2": ["rock"]}, ["rock", "pop"], stray=[])
     # In the clean db: rock 2 of 2 tracks, pop 1 -> lift 1*2 / (2*1) = 1.
     for args in ((), ("--db", "clean")):
-        out = json.loads(cli(ws, "tags", "related", "rock", "--json", *args).stdout)
+        out = json.loads(in_workspace(ws, "tags", "related", "rock", "--json", *args).stdout)
         assert (out["db"], out["total_tracks"]) == (str(clean.resolve()), 2)
         assert out["related"] == [{"tag": "pop", "both": 1, "tracks": 1, "share": 0.5, "lift": 1.0}]
-    out = json.loads(cli(ws, "tags", "related", "rock", "--json", "--db", "raw").stdout)
+    out = json.loads(in_workspace(ws, "tags", "related", "rock", "--json", "--db", "raw").stdout)
     assert out["total_tracks"] == 6 and out["related"][0]["tag"] == "indie"
-    assert cli(ws, "tags", "related", "rock", "--db", "other").exit_code == 2
+    assert in_workspace(ws, "tags", "related", "rock", "--db", "other").exit_code == 2
 
 
 def test_cli_unknown_tag(ws: Path) -> None:
-    r = cli(ws, "tags", "related", "Jazz")
+    r = in_workspace(ws, "tags", "related", "Jazz")
     assert r.exit_code == 2
     assert "'Jazz' is not a tag of" in r.stderr and "did you mean 'jazz'?" in r.stderr
 

@@ -360,11 +360,9 @@ def test_a_second_run_waits_for_the_first_one_s_lock(originals, tmp_path):
 
 
 def predict(*args):
-    from typer.testing import CliRunner
+    from cli_helpers import orpheus
 
-    from orpheus.cli import app
-
-    return CliRunner().invoke(app, ["predict", *map(str, args)], env={"ORPHEUS_WORKSPACE": ""})
+    return orpheus("predict", *args)
 
 
 def test_predict_writes_per_file_previews_resumes_replaces_and_removes(originals, tmp_path):

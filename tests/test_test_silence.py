@@ -20,11 +20,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import tensorflow as tf
+from cli_helpers import in_workspace
 from records_helpers import VOCABULARY, Corpus, make_workspace, write_clean_db
-from typer.testing import CliRunner
 
 from orpheus import audio, evaluation, records, runs
-from orpheus.cli import app
 from orpheus.workspace import Workspace
 
 SR = 16000
@@ -39,7 +38,6 @@ TRACKS = [
     ("TRSILENT", [(5.0, False)], ["rock"]),
 ]
 MIXED_AUDIBLE = [True, True, False, False, True, True]
-runner = CliRunner()
 
 
 def _signal(parts: list[tuple[float, bool]], seed: int) -> np.ndarray:
@@ -217,22 +215,20 @@ def test_song_predictions_average_the_audible_windows_and_count_silent_tracks(si
 
 
 def test_the_cli_reports_silent_tracks_and_takes_silence_db(silent_ws):
-    shown = runner.invoke(app, ["-w", str(silent_ws), "test", "--run", "tiny", "--json"])
+    shown = in_workspace(silent_ws, "test", "--run", "tiny", "--json")
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["silent_tracks"] == 1
     assert "note: 1 silent test tracks (no window at or above -60.0 dBFS)" in shown.stderr
     saved = json.loads((silent_ws / "runs/tiny/metrics.json").read_text())["test"]
     assert saved["silent_tracks"] == 1 and saved["tracks"] == 3
     # a floor under the quiet noise (-80 dBFS) keeps every window of every track
-    lower = runner.invoke(
-        app, ["-w", str(silent_ws), "test", "--run", "tiny", "--json", "--silence-db", "-100"]
-    )
+    lower = in_workspace(silent_ws, "test", "--run", "tiny", "--json", "--silence-db", "-100")
     assert lower.exit_code == 0, lower.stderr
     assert json.loads(lower.stdout)["silent_tracks"] == 0 and "silent" not in lower.stderr
     saved = json.loads((silent_ws / "runs/tiny/metrics.json").read_text())["test"]
     assert saved["tracks"] == 4 and saved["silence_db"] == -100.0
     # a floor over every track (the tones are about -18 dBFS): one line, exit 2, no traceback
-    above = runner.invoke(app, ["-w", str(silent_ws), "test", "--run", "tiny", "--silence-db", "0"])
+    above = in_workspace(silent_ws, "test", "--run", "tiny", "--silence-db", "0")
     assert above.exit_code == 2 and "Traceback" not in above.stderr, above.stderr
     assert "every one of the 4 test tracks is silent" in above.stderr
 
@@ -262,7 +258,7 @@ def test_records_without_loudness_evaluate_every_window_with_a_note(silent_ws, t
         np.testing.assert_allclose(score, want[tid], atol=1e-5)
     assert done.results["silent_tracks"] == 0 and done.results["silence_db"] is None
 
-    shown = runner.invoke(app, ["-w", str(old), "test", "--run", "tiny", "--json"])
+    shown = in_workspace(old, "test", "--run", "tiny", "--json")
     assert shown.exit_code == 0, shown.stderr
     assert shown.stderr.count("predate the silence rule") == 1
     assert "`orpheus tfrecords build --format log-mel --sr 16000 --mels 96`" in shown.stderr
@@ -305,7 +301,7 @@ def test_a_damaged_shard_is_one_line_naming_it(silent_ws, tmp_path, damage, reas
     damage(shard)
     run = {p: p.read_bytes() for p in (ws / "runs/tiny").rglob("*") if p.is_file()}
 
-    shown = runner.invoke(app, ["-w", str(ws), "test", "--run", "tiny"])
+    shown = in_workspace(ws, "test", "--run", "tiny")
     assert shown.exit_code == 2, shown.stderr
     assert "Traceback" not in shown.stderr and "internal error" not in shown.stderr
     error = next(line for line in shown.stderr.splitlines() if line.startswith("error:"))
