@@ -8,6 +8,7 @@ n_fft 512, hop 256) is shared by the module; a test that changes what others rea
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -301,6 +302,39 @@ def test_a_head_run_stopped_by_sigterm_resumes_to_the_uninterrupted_runs_weights
         (["--frontend", "log-mel"], "--frontend does not apply to head and fine-tuning runs"),
     ):
         _refused(workspace, run.name, args, message)
+
+
+def test_a_sigterm_while_an_epoch_is_saved_leaves_the_run_whole_at_the_epoch_before(
+    workspace, monkeypatch
+):
+    """A signal can land between an epoch's checkpoint and the state that records it (a head
+    epoch is short, so the end of one is a wide target). The run must then stand, whole, at the
+    last epoch its state recorded: `--resume` redoes the torn epoch and ends as a run never
+    interrupted. The SIGTERM is real, sent by this process to itself at that very point."""
+    from orpheus.training import trainer
+
+    save = trainer.save_checkpoint
+
+    def save_then_sigterm(path: Path, variables) -> None:
+        save(path, variables)
+        if path.name == "epoch-0002.npz":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_sigterm)
+    train = ["train", "--head", "mlp", "--epochs", "3"]
+    stopped = in_workspace(workspace, *train, "--run-name", "torn")
+    monkeypatch.undo()
+    assert stopped.exit_code == 130 and "interrupted" in stopped.stderr, stopped.stderr[-3000:]
+    run = workspace / "runs/torn"
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "interrupted" and state["epoch"] == 1
+    assert state["checkpoint"] == "checkpoints/epoch-0001.npz"
+    assert [h["epoch"] for h in state["history"]] == [1]
+    assert "1 epoch(s) saved" in (run / "NOTE").read_text()
+
+    ok(in_workspace(workspace, "train", "--resume", "torn", "--epochs", "3"))
+    ok(in_workspace(workspace, "-q", *train, "--run-name", "torn-whole"))
+    _assert_same_run(run, workspace / "runs/torn-whole", 3)
 
 
 def test_a_finetuning_run_resumed_after_epoch_1_ends_as_an_uninterrupted_run(workspace):

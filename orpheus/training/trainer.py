@@ -95,6 +95,7 @@ class Trainer:
         self.history: list[dict] = []
         self.start_epoch = 0
         self.checkpoint: str | None = None
+        self._written: dict | None = None  # the state last written to state.json
         self.schedule: Schedule | None = None
         self._writers: dict[str, Any] = {}
 
@@ -314,7 +315,12 @@ class Trainer:
     def _write_state(self) -> None:
         if self.run_dir is None or not self.chief:
             return
-        state = {
+        state = self._state()
+        write_json_atomic(self.run_dir / runs.STATE_FILE, state)
+        self._written = state
+
+    def _state(self) -> dict:
+        return {
             "status": self.status,
             "epoch": self.start_epoch,
             "epochs": self.opts.epochs,
@@ -329,10 +335,9 @@ class Trainer:
             "monitor": self.monitor,
             "checkpoint": self.checkpoint,
             "tracker": asdict(self.tracker),
-            "history": self.history,
-            "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "history": list(self.history),
+            "updated": _now(),
         }
-        write_json_atomic(self.run_dir / runs.STATE_FILE, state)
 
     def _prune(self) -> None:
         if self.run_dir is None or not self.chief:
@@ -343,14 +348,21 @@ class Trainer:
                 old.unlink()
 
     def _fail(self, status: str, note: str) -> None:
+        """Mark the run stopped at the last state written, and leave a NOTE on resuming it.
+
+        Not at this trainer's fields: a Ctrl-C or SIGTERM can land midway through an epoch's
+        end, with the tracker and history moved on and the checkpoint written but the state not
+        yet. The run then stands, whole, at the epoch before, and `--resume` redoes that one.
+        """
         self.status = status
         if self.run_dir is None or not self.chief:
             return
+        state = {**(self._written or self._state()), "status": status, "updated": _now()}
         with contextlib.suppress(Exception):
-            self._write_state()
+            write_json_atomic(self.run_dir / runs.STATE_FILE, state)
         runs.write_note(
             self.run_dir,
-            f"{note}; {self.start_epoch} epoch(s) saved. Continue with "
+            f"{note}; {state['epoch']} epoch(s) saved. Continue with "
             f"`orpheus train --resume {self.run_dir.name}`",
         )
 
@@ -388,3 +400,7 @@ class Trainer:
             history=self.history,
             model_path=model_path,
         )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
