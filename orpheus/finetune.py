@@ -22,8 +22,6 @@ reaches.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,14 +199,6 @@ def _describe(method: dict) -> str:
     if method.get("method") == "head":
         return f"head run (--head {method['head']} --embeddings {method['embeddings']})"
     return f"fine-tuning run (--init {method['init']} --freeze {method['freeze']})"
-
-
-def save_model(model: keras.Model, path: Path) -> None:
-    """Save `model` to `path` (uncompiled, safe-mode loadable) through a temp file and a rename."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".model.") as tmp:
-        staged = Path(tmp) / path.name
-        model.save(staged)
-        os.replace(staged, path)
 
 
 def register(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -153,7 +152,10 @@ def train_head(
     def model_fn() -> keras.Model:
         return build_head(kind, emb.dim, len(labels))
 
-    trainer = Trainer(model_fn, len(labels), run_dir, opts, reporter=reporter)
+    def export_as(head: keras.Model) -> keras.Model:
+        return compose(source.model, head)  # model.keras tags audio, like every run's
+
+    trainer = Trainer(model_fn, len(labels), run_dir, opts, reporter=reporter, export_as=export_as)
     done = int((state or {}).get("epoch", 0))
     result = fit(
         trainer,
@@ -161,9 +163,6 @@ def train_head(
         _batches(valid, batch) if len(valid.x) else None,
         state,
     )
-    if result.model_path is not None:
-        head = keras.models.load_model(result.model_path, safe_mode=True, compile=False)
-        finetune.save_model(compose(source.model, head), Path(result.model_path))
     finetune.register(
         ws,
         run_id,

@@ -337,6 +337,46 @@ def test_a_sigterm_while_an_epoch_is_saved_leaves_the_run_whole_at_the_epoch_bef
     _assert_same_run(run, workspace / "runs/torn-whole", 3)
 
 
+@pytest.mark.parametrize("after", ["export_model", "merge_metrics"])
+def test_a_head_run_interrupted_as_it_finishes_never_looks_done_with_a_bare_head(
+    workspace, monkeypatch, after
+):
+    """A head run's model.keras is musicnn and the head as one model, which tags audio. A
+    SIGTERM as the run finishes (after model.keras is saved, or after its metrics) must leave
+    the run's NOTE, and any model.keras the whole model; `--resume` then finishes the run."""
+    from orpheus.training import trainer
+
+    module = trainer if after == "export_model" else runs
+    real = getattr(module, after)
+
+    def then_sigterm(*args) -> None:
+        real(*args)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(module, after, then_sigterm)
+    name = f"cut-{after}"
+    train = ["train", "--head", "linear", "--epochs", "2", "--run-name", name]
+    stopped = in_workspace(workspace, *train)
+    monkeypatch.undo()
+    assert stopped.exit_code == 130, stopped.stderr[-3000:]
+    run = workspace / "runs" / name
+    assert (run / "NOTE").is_file()
+    assert _takes_log_mel(run)
+
+    ok(in_workspace(workspace, "train", "--resume", name))
+    assert not (run / "NOTE").exists()
+    assert json.loads((run / "state.json").read_text())["status"] == "completed"
+    assert _takes_log_mel(run)
+    assert Workspace.open(workspace).state(f"run/{name}") == "ok"
+
+
+def _takes_log_mel(run: Path) -> bool:
+    """Whether the run's model.keras takes log-mel windows (time, 96 mels), as musicnn and a
+    head do together; a bare head takes one embedding."""
+    model = keras.models.load_model(run / "model.keras", safe_mode=True, compile=False)
+    return len(model.input_shape) == 3 and model.input_shape[-1] == 96
+
+
 def test_a_finetuning_run_resumed_after_epoch_1_ends_as_an_uninterrupted_run(workspace):
     common = ["--init", "mtt-musicnn", "--steps-per-epoch", "2"]
     ok(in_workspace(workspace, "-q", "train", *common, "--epochs", "1", "--run-name", "ft-half"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -458,6 +459,55 @@ def test_a_damaged_train_shard_is_a_one_line_error_naming_it(built, tmp_path):
     again = _orpheus(ws, "train", "--resume", "damaged", "--epochs", "1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (ws / "runs/damaged/model.keras").is_file() and not (ws / "runs/damaged/NOTE").exists()
+
+
+@pytest.mark.parametrize("where", ["after its last epoch", "while saving its model"])
+def test_a_run_that_stopped_early_then_was_interrupted_is_only_finished_on_resume(
+    tmp_path, monkeypatch, where
+):
+    """Early stopping ends a run short of its epochs. A Ctrl-C after that (before model.keras,
+    or while it is written) must leave a run whose `--resume` saves the model and trains no
+    further epoch: resumed, the run equals one never interrupted. The SIGINT is real, sent by
+    this process to itself at that point."""
+    from orpheus.training import trainer as trainer_module
+
+    x, y, ds = _synthetic()
+
+    def options() -> TrainOptions:  # the PR-AUC never rises by 1: stop after epoch 2
+        return TrainOptions(epochs=5, early_stop_patience=1, early_stop_min_delta=1.0)
+
+    def then_sigint(real, when=lambda *args: True):
+        def call(*args):
+            real(*args)
+            if when(*args):
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return call
+
+    if where == "after its last epoch":  # `_prune` ends an epoch, after its state is written
+        cls = trainer_module.Trainer
+        last = then_sigint(cls._prune, lambda trainer: trainer.status == "stopped-early")
+        monkeypatch.setattr(cls, "_prune", last)
+    else:
+        export = then_sigint(trainer_module.export_model)
+        monkeypatch.setattr(trainer_module, "export_model", export)
+    run = training.create_run(tmp_path, "early", config={}, labels=list("abcd"))
+    with pytest.raises(KeyboardInterrupt):
+        training.Trainer(_model, N_LABELS, run, options()).fit(ds)
+    monkeypatch.undo()
+    state = training.read_state(run)
+    assert state["status"] == "stopped-early" and state["epoch"] == 2
+    assert (run / "NOTE").is_file()  # the run is not finished: it says how to go on
+
+    resumed = training.Trainer(_model, N_LABELS, run, options()).fit(ds, resume_state=state)
+    assert resumed.status == "stopped-early" and resumed.epochs_done == 2
+    assert [h["epoch"] for h in training.read_state(run)["history"]] == [1, 2]
+    assert (run / "model.keras").is_file() and not (run / "NOTE").exists()
+    whole = training.create_run(tmp_path, "whole", config={}, labels=list("abcd"))
+    training.Trainer(_model, N_LABELS, whole, options()).fit(ds)
+    saved = [training.read_state(r)["history"] for r in (run, whole)]
+    assert [h["epoch"] for h in saved[1]] == [1, 2]
+    assert [h["loss"] for h in saved[0]] == pytest.approx([h["loss"] for h in saved[1]], rel=1e-5)
 
 
 # -- mixed precision and XLA ---------------------------------------------------------------------

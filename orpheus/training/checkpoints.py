@@ -73,8 +73,14 @@ def load_weights(path: Path, model: keras.Model) -> None:
     load_checkpoint(path, {"model": model.weights})
 
 
-def export_model(model_fn: Callable[[], keras.Model], run_dir: Path, path: Path) -> None:
-    """Save the model uncompiled (safe_mode loadable) with the best or else the last weights."""
+def export_model(
+    model_fn: Callable[[], keras.Model],
+    run_dir: Path,
+    path: Path,
+    export_as: Callable[[keras.Model], keras.Model] | None = None,
+) -> None:
+    """Save the model uncompiled (safe_mode loadable) with the best or else the last weights,
+    made into `export_as(model)` when given (a head run saves its source model and head as one)."""
     model = model_fn()
     best = Path(run_dir) / "checkpoints" / BEST_WEIGHTS
     state = read_state(run_dir) or {}
@@ -82,6 +88,8 @@ def export_model(model_fn: Callable[[], keras.Model], run_dir: Path, path: Path)
         load_weights(best, model)
     elif state.get("checkpoint"):
         load_checkpoint(Path(run_dir) / state["checkpoint"], {"model": model.weights})
+    if export_as is not None:
+        model = export_as(model)
     with atomic_path(path) as tmp:  # Keras insists on a .keras name: save beside, then move
         staged = tmp.with_name(tmp.name + ".keras")
         try:

@@ -62,6 +62,8 @@ from orpheus.training.strategy import (
     policy_scope,
 )
 
+STOPPED_EARLY = "stopped-early"  # a state status: the run is done, short of its epochs
+
 
 class Trainer:
     """One run: builds model and optimizer under the strategy, restores, trains, checkpoints."""
@@ -75,8 +77,11 @@ class Trainer:
         *,
         strategy: tf.distribute.Strategy | None = None,
         reporter: Reporter | None = None,
+        export_as: Callable[[keras.Model], keras.Model] | None = None,
     ):
+        """`export_as` makes the trained model into the one model.keras holds (default: itself)."""
         self.model_fn, self.n_labels, self.opts = model_fn, n_labels, options
+        self.export_as = export_as
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.reporter = reporter or PrintReporter()
@@ -196,6 +201,9 @@ class Trainer:
         self.schedule = Schedule(
             self.opts.schedule, self.opts.max_lr, self.opts.steps_per_epoch or 1, self.opts.epochs
         )
+        if (resume_state or {}).get("status") == STOPPED_EARLY:
+            self.reporter.message(f"the run stopped early after epoch {self.start_epoch} already")
+            return self._finish(STOPPED_EARLY)
         if self.start_epoch >= self.opts.epochs:
             self.reporter.message(f"all {self.opts.epochs} epochs are done already")
             return self._finish("completed")
@@ -306,7 +314,7 @@ class Trainer:
                 f"{self.monitor} has not improved for {self.opts.reduce_lr_patience} epoch(s): "
                 f"learning rate x{self.tracker.lr_scale:g}"
             )
-        stop_reason = "stopped-early" if stop else None
+        stop_reason = STOPPED_EARLY if stop else None
         self.status = stop_reason or "running"
         self._write_state()
         self._prune()
@@ -352,12 +360,16 @@ class Trainer:
 
         Not at this trainer's fields: a Ctrl-C or SIGTERM can land midway through an epoch's
         end, with the tracker and history moved on and the checkpoint written but the state not
-        yet. The run then stands, whole, at the epoch before, and `--resume` redoes that one.
+        yet. The run then stands, whole, at the epoch before, and `--resume` redoes that one. A
+        run that had stopped early keeps saying so, and `--resume` only saves its model.
         """
         self.status = status
         if self.run_dir is None or not self.chief:
             return
-        state = {**(self._written or self._state()), "status": status, "updated": _now()}
+        written = self._written or self._state()
+        if written["status"] != STOPPED_EARLY:
+            written = {**written, "status": status}
+        state = {**written, "updated": _now()}
         with contextlib.suppress(Exception):
             write_json_atomic(self.run_dir / runs.STATE_FILE, state)
         runs.write_note(
@@ -367,13 +379,17 @@ class Trainer:
         )
 
     def _finish(self, status: str) -> TrainResult:
-        """Save model.keras (best-epoch weights when known) and metrics.json; clear the NOTE."""
+        """Save model.keras (best-epoch weights when known) and metrics.json; clear the NOTE.
+
+        In that order, so that a run interrupted on the way keeps its NOTE and a state that
+        `--resume` finishes, never a state that vouches for a model.keras not yet written.
+        """
         self.status = status
         model_path = None
         if self.run_dir is not None and self.chief:
-            self._write_state()
             model_path = self.run_dir / runs.MODEL_FILE
-            export_model(self.model_fn, self.run_dir, model_path)
+            export_model(self.model_fn, self.run_dir, model_path, self.export_as)
+            self._write_state()
             metrics = {
                 "status": status,
                 "epochs_done": self.start_epoch,
