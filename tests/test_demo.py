@@ -42,6 +42,38 @@ def test_demo_runs_every_stage_then_reuses_them(example_corpus: Path, tmp_path: 
         assert f"✓ {stage}: up to date, reused" in again.stderr
 
 
+def test_a_demo_stopped_while_training_resumes_its_run(example_corpus, tmp_path, monkeypatch):
+    """A SIGTERM after the demo's first epoch stops the demo with the run's NOTE; the next demo
+    resumes that run (it used to fail on `run demo already exists` every time). The signal is
+    real, sent by this process to itself once epoch 1 is saved."""
+    import os
+    import signal
+
+    from orpheus.training.trainer import Trainer
+
+    ws = Workspace.create(tmp_path / "ws")
+    use_example(ws, example_corpus, json.loads((example_corpus / "truth.json").read_text()))
+    prune = Trainer._prune
+
+    def prune_then_sigterm(trainer) -> None:
+        prune(trainer)
+        if trainer.start_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_prune", prune_then_sigterm)
+    stopped = orpheus("demo", ws.root, "--epochs", "2")
+    monkeypatch.undo()
+    assert stopped.exit_code == 130 and "run the same demo again" in stopped.stderr
+    assert (ws.root / "runs/demo/NOTE").is_file()
+
+    again = orpheus("demo", ws.root, "--epochs", "2")
+    assert again.exit_code == 0, again.stderr[-3000:]
+    assert "train --resume demo --epochs 2" in again.stderr
+    state = json.loads((ws.root / "runs/demo/state.json").read_text())
+    assert state["status"] == "completed" and [h["epoch"] for h in state["history"]] == [1, 2]
+    assert "macro ROC-AUC" in again.stdout
+
+
 def test_demo_rejects_bad_numbers(tmp_path: Path):
     result = orpheus("demo", tmp_path / "ws", "--tracks", "0")
     assert result.exit_code == 2 and "must be positive" in result.stderr

@@ -89,6 +89,8 @@ def pipeline_stages(
     ws_args = ["-w", str(path)]
     init = ["init", str(path), "--example", "--tracks", str(tracks), "--seed", str(seed)]
     train = ["train", "--frontend", "log-mel", "--run-name", RUN_NAME]
+    if _unfinished_run(path):  # an earlier demo stopped while training: go on from there
+        train = ["train", "--resume", RUN_NAME]
     if epochs is not None:
         train += ["--epochs", str(epochs)]
     if layout == "msd":
@@ -162,6 +164,7 @@ def _run_stage(ctx: typer.Context, cli, path: Path, stage: Stage, layout: str) -
         raise OrpheusError(
             f"demo stopped: `orpheus {' '.join(stage.args)}` exited with {code}",
             exit_code=code if isinstance(code, int) else 2,
+            hint="run the same demo again: it goes on from there" if code == 130 else None,
         )
     stage.outcome = _outcome(path, stage)
     err_console.print(f"[green]✓[/green] {stage.name}: {stage.outcome} ({stage.seconds:.1f} s)")
@@ -177,6 +180,13 @@ def _invoke(cli, argv: list[str]) -> int:
     finally:
         sys.argv = saved
     return result if isinstance(result, int) else 0
+
+
+def _unfinished_run(path: Path) -> bool:
+    """Whether the workspace holds the demo's run with a NOTE: stopped before it finished."""
+    from orpheus import runs
+
+    return is_workspace(path) and (runs.runs_dir(path) / RUN_NAME / runs.NOTE_FILE).is_file()
 
 
 def _up_to_date(path: Path, stage: Stage, layout: str) -> bool:
