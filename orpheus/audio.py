@@ -490,6 +490,12 @@ def decode_track(path: str | Path, mel: LogMelParams, *, waveform: bool = False)
 
 
 def _short_reason(exc: BaseException) -> str:
+    """A decoder's error as a skip reason: FFmpeg's own words without PyAV's errno and call
+    ("[Errno 1094995529] Invalid data found when processing input: 'avcodec_send_packet()'"
+    becomes "invalid data found when processing input"), libsndfile's last line."""
+    strerror = getattr(exc, "strerror", None)  # PyAV's FFmpegError
+    if isinstance(strerror, str) and strerror:
+        return strerror[0].lower() + strerror[1:]
     text = str(exc).strip().splitlines()
     reason = text[-1] if text else type(exc).__name__
     # libsndfile says this of any file it cannot open, including an existing non-audio file;

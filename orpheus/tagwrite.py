@@ -195,6 +195,17 @@ def recover(path: str | Path) -> bool:
     return True
 
 
+def recover_leftover(path: str | Path) -> bool:
+    """`recover` under the file's lock, when a run left a backup beside it: `predict
+    --write-tags` calls it before decoding, so a file a killed run left half-moved is tagged
+    from its whole audio (and restored even if it would not decode). True if it restored one."""
+    real = Path(os.path.realpath(path))
+    if not any(p.exists() for p in _backup_paths(real)):
+        return False  # the usual case: two stats, no lock
+    with locked(real):
+        return recover(real)
+
+
 @contextlib.contextmanager
 def locked(path: str | Path) -> Iterator[None]:
     """Hold an exclusive `flock` on the file (its real target): other Orpheus runs wait."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 from cli_helpers import orpheus
 from scipy.signal import correlate
 from tagger_helpers import music, write
@@ -153,14 +154,18 @@ def test_files_that_no_decoder_reads_say_why(tmp_path):
         out.mux(stream.encode(None))
     garbage = tmp_path / "garbage.m4a"
     garbage.write_bytes(b"\x00\x01junk" * 100)
+    cut = tmp_path / "cut.flac"  # a FLAC header, then audio cut off inside its first frame
+    sf.write(cut, np.random.default_rng(0).normal(0, 0.1, (44100, 2)), 44100)
+    cut.write_bytes(cut.read_bytes()[:3000])
     reasons = {}
-    for path in (picture, garbage):
+    for path in (picture, garbage, cut):
         with pytest.raises(AudioError) as caught:
             read_audio(path)
         reasons[path.name] = caught.value.reason
     assert reasons == {
         "cover.mp4": "no audio stream",
         "garbage.m4a": "not a recognised audio format",
+        "cut.flac": "invalid data found when processing input",  # FFmpeg's words, not PyAV's
     }
 
 

@@ -401,3 +401,25 @@ def test_predict_writes_per_file_previews_resumes_replaces_and_removes(originals
     assert undo.exit_code == 1 and f"{b}: read-only" in undo.stderr
     assert a.read_bytes() != written and genre_mood(a, "mp3 v2.3") == (["Jazz"], ["calm"])
     assert own_field(a, "mp3 v2.3") is None
+
+
+def test_predict_restores_a_file_a_killed_tag_write_left_half_moved_before_decoding_it(
+    originals, tmp_path
+):
+    """A SIGKILL while the audio moved leaves the file broken and its backup beside it. The
+    next `predict --write-tags` restores the file before decoding it: tagged from its whole
+    audio (here the broken file would not even decode), its backup gone."""
+    path = fresh(originals, "flac", tmp_path)
+    samples, _ = read_audio(path)
+    backup = tmp_path / f".{path.name}.orpheus-backup"
+    shutil.copy2(path, backup)
+    path.write_bytes(path.read_bytes()[:3000])  # cut inside the audio: nothing decodes
+    out = tmp_path / "out.jsonl"
+
+    done = predict(path, "--write-tags", "-f", "jsonl", "-o", out)
+    assert done.exit_code == 0, done.output
+    assert f"restored {path}" in " ".join(done.stderr.split())
+    assert not backup.exists()
+    np.testing.assert_array_equal(read_audio(path)[0], samples)
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert own_field(path, "flac")["tags"].keys() == {t["tag"] for t in record["tags"]}

@@ -249,6 +249,12 @@ def predict_files(
             raise OrpheusError(f"cannot write {target}: its folder does not exist")
     if opts.resume and opts.output is None:
         raise OrpheusError("--resume needs -o OUTPUT", hint="resume the output of a run with -o")
+    if opts.write_tags and not opts.dry_run:
+        from orpheus import tagwrite
+
+        for path in files:
+            if tagwrite.recover_leftover(path):
+                _warn("restored", f"{path}: from the backup a killed tag write left beside it")
     model = resolve_model(ctx, opts.model)
     previous: list[dict] = []
     if opts.resume:
