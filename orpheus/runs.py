@@ -9,7 +9,7 @@ A run lives in `<workspace>/<model-training.log_dir>/<run-id>/` (log_dir is "run
     metrics.json   "training" (history, best epoch) and, after `orpheus test`, "test"
     model.keras    the finished model (uncompiled, loadable in Keras safe mode)
     NOTE           present while a run is unfinished or failed: what happened, how to go on
-    checkpoints/   epoch-NNNN.npz and best.npz;  logs/  TensorBoard
+    checkpoints/   epoch-NNNN.npz: the last few epochs and the best;  logs/  TensorBoard
 
 The recipe is fixed when the run is created, from the TFRecords it trains on (their index's
 feature parameters and format) and the training config (`window_length`), so `predict`, `test`

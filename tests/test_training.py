@@ -169,7 +169,8 @@ def test_train_then_test_end_to_end(built):
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "completed" and state["epoch"] == 2
     assert [h["epoch"] for h in state["history"]] == [1, 2]
-    assert (run / "checkpoints/best.npz").is_file()
+    best = state["tracker"]["best_epoch"]  # model.keras's weights: kept past pruning
+    assert (run / f"checkpoints/epoch-{best:04d}.npz").is_file()
     entry = json.loads((built.root / "manifest.json").read_text())["artifacts"]["run/e2e"]
     assert "tfrecords" in entry["inputs"]
 
@@ -508,6 +509,39 @@ def test_a_run_that_stopped_early_then_was_interrupted_is_only_finished_on_resum
     saved = [training.read_state(r)["history"] for r in (run, whole)]
     assert [h["epoch"] for h in saved[1]] == [1, 2]
     assert [h["loss"] for h in saved[0]] == pytest.approx([h["loss"] for h in saved[1]], rel=1e-5)
+
+
+def test_an_interrupt_before_an_epochs_state_leaves_model_weights_its_state_vouches_for(
+    tmp_path, monkeypatch
+):
+    """A Ctrl-C after epoch 2's checkpoints are written but before its state: the run stands at
+    epoch 1, and the model it exports holds epoch 1's weights, the best its state knows of (a
+    separate best-weights file written before the state used to hold epoch 2's)."""
+    from orpheus.training import trainer as trainer_module
+
+    x, y, ds = _synthetic()
+    write = trainer_module.Trainer._write_state
+
+    def sigint_then_write(trainer) -> None:
+        if trainer.start_epoch == 2:  # epoch 2 ended: checkpoints saved, the state is next
+            os.kill(os.getpid(), signal.SIGINT)
+        write(trainer)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_write_state", sigint_then_write)
+    run = training.create_run(tmp_path, "cut", config={}, labels=list("abcd"))
+    opts = TrainOptions(epochs=3, optimizer={"name": "Adam", "learning_rate": 0.01})
+    with pytest.raises(KeyboardInterrupt):
+        training.Trainer(_model, N_LABELS, run, opts).fit(ds)
+    monkeypatch.undo()
+    state = training.read_state(run)
+    assert state["epoch"] == 1 and state["tracker"]["best_epoch"] == 1
+
+    training.export_model(_model, run, tmp_path / "model.keras")
+    exported = tf.keras.models.load_model(tmp_path / "model.keras", compile=False)
+    epoch_1 = _model()
+    training.load_weights(run / "checkpoints/epoch-0001.npz", epoch_1)
+    for mine, theirs in zip(exported.weights, epoch_1.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
 
 # -- mixed precision and XLA ---------------------------------------------------------------------

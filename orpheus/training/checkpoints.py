@@ -15,7 +15,12 @@ from orpheus.io import atomic_path, write_atomic_via
 from orpheus.runs import read_state
 from orpheus.training.options import TrainingError
 
-BEST_WEIGHTS = "best.npz"
+LEGACY_BEST = "best.npz"  # the best epoch's weights, apart, in runs trained before 2026-12-06
+
+
+def epoch_checkpoint(epoch: int | None) -> str | None:
+    """Where epoch `epoch`'s checkpoint lies in a run folder ("checkpoints/epoch-0003.npz")."""
+    return None if not epoch else f"checkpoints/epoch-{epoch:04d}.npz"
 
 
 def save_checkpoint(path: Path, variables: dict[str, list]) -> None:
@@ -80,14 +85,20 @@ def export_model(
     export_as: Callable[[keras.Model], keras.Model] | None = None,
 ) -> None:
     """Save the model uncompiled (safe_mode loadable) with the best or else the last weights,
-    made into `export_as(model)` when given (a head run saves its source model and head as one)."""
+    made into `export_as(model)` when given (a head run saves its source model and head as one).
+
+    The best weights are the checkpoint of the best epoch that state.json records: the state
+    names it only once it is on disk, so a run interrupted at any point exports weights that
+    its state vouches for.
+    """
     model = model_fn()
-    best = Path(run_dir) / "checkpoints" / BEST_WEIGHTS
+    run_dir = Path(run_dir)
     state = read_state(run_dir) or {}
-    if best.exists():
-        load_weights(best, model)
-    elif state.get("checkpoint"):
-        load_checkpoint(Path(run_dir) / state["checkpoint"], {"model": model.weights})
+    best = epoch_checkpoint((state.get("tracker") or {}).get("best_epoch"))
+    for weights in (best, f"checkpoints/{LEGACY_BEST}", state.get("checkpoint")):
+        if weights and (run_dir / weights).is_file():
+            load_weights(run_dir / weights, model)
+            break
     if export_as is not None:
         model = export_as(model)
     with atomic_path(path) as tmp:  # Keras insists on a .keras name: save beside, then move

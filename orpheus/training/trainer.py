@@ -38,7 +38,7 @@ import tensorflow as tf
 from orpheus import runs
 from orpheus.io import write_json_atomic
 from orpheus.training.checkpoints import (
-    BEST_WEIGHTS,
+    epoch_checkpoint,
     export_model,
     load_checkpoint,
     save_checkpoint,
@@ -285,7 +285,7 @@ class Trainer:
         if not math.isfinite(logs.get("loss", 0.0)):
             return "failed: the loss became NaN"  # keep the last good checkpoint
         value = logs.get(self.monitor, float("nan"))
-        improved, stop, reduced = (
+        _, stop, reduced = (
             self.tracker.update(value, epoch + 1, self.opts)
             if math.isfinite(value)
             else (False, False, False)
@@ -301,12 +301,9 @@ class Trainer:
                 tf.summary.scalar("epoch_learning_rate", logs["learning_rate"])
             for writer in self._writers.values():
                 writer.flush()
-            ckpt_dir = self.run_dir / "checkpoints"
-            name = f"epoch-{epoch + 1:04d}.npz"
-            save_checkpoint(ckpt_dir / name, self._variables())
-            if improved:
-                save_checkpoint(ckpt_dir / BEST_WEIGHTS, {"model": self.model.weights})
-            self.checkpoint = f"checkpoints/{name}"
+            checkpoint = epoch_checkpoint(epoch + 1)
+            save_checkpoint(self.run_dir / checkpoint, self._variables())
+            self.checkpoint = checkpoint
         self.start_epoch = epoch + 1
         self.reporter.epoch_end(epoch, logs)
         if reduced:
@@ -348,11 +345,14 @@ class Trainer:
         }
 
     def _prune(self) -> None:
+        """Delete all but the last `keep_checkpoints` epochs' checkpoints, keeping the best
+        epoch's: model.keras takes its weights (`export_model`)."""
         if self.run_dir is None or not self.chief:
             return
         ckpts = sorted((self.run_dir / "checkpoints").glob("epoch-*.npz"))
+        keep = {self.checkpoint, epoch_checkpoint(self.tracker.best_epoch)}
         for old in ckpts[: -self.opts.keep_checkpoints]:
-            if f"checkpoints/{old.name}" != self.checkpoint:
+            if f"checkpoints/{old.name}" not in keep:
                 old.unlink()
 
     def _fail(self, status: str, note: str) -> None:
