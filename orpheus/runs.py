@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sys
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -234,20 +236,35 @@ def create_run(
     recipe: Recipe | None = None,
 ) -> Path:
     """Make `runs_dir/run_id` with the effective config (and `recipe`, under "recipe"), the
-    labels, and a NOTE until training finishes."""
+    labels, and a NOTE until training finishes.
+
+    The folder is built under a hidden name and renamed into place whole, so a run killed while
+    it is made leaves no half-made run that `--resume` would then trip over.
+    """
     run_dir = Path(runs_dir) / run_id
+    exists = OrpheusError(
+        f"run {run_id} already exists in {runs_dir}",
+        hint=f"pick another --run-name, or continue it with `--resume {run_id}`",
+    )
     if run_dir.exists():
-        raise OrpheusError(
-            f"run {run_id} already exists in {runs_dir}",
-            hint=f"pick another --run-name, or continue it with `--resume {run_id}`",
-        )
-    run_dir.mkdir(parents=True)
-    write_note(run_dir, "created; training has not finished (resume with --resume if it died)")
-    saved = {**config, "recipe": recipe.to_dict()} if recipe is not None else config
-    write_json_atomic(run_dir / CONFIG_FILE, saved)
-    write_json_atomic(run_dir / LABELS_FILE, list(labels))
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "logs").mkdir()
+        raise exists
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staged = run_dir.parent / f".{run_id}.{uuid.uuid4().hex[:12]}.creating"
+    staged.mkdir()  # mode by the umask, as a plain mkdir (mkdtemp's would be 0700)
+    try:
+        write_note(staged, "created; training has not finished (resume with --resume if it died)")
+        saved = {**config, "recipe": recipe.to_dict()} if recipe is not None else config
+        write_json_atomic(staged / CONFIG_FILE, saved)
+        write_json_atomic(staged / LABELS_FILE, list(labels))
+        (staged / "checkpoints").mkdir()
+        (staged / "logs").mkdir()
+        try:
+            staged.rename(run_dir)  # refused if another process made a non-empty run_dir since
+        except OSError:
+            raise exists from None
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return run_dir
 
 

@@ -10,7 +10,9 @@ song-level predictions for the same tracks, computed from the TFRecords, not fro
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +85,35 @@ def test_runs_live_in_log_dir_and_the_latest_is_the_last_finished_one(tmp_path):
     with pytest.raises(OrpheusError, match="no run run/gone"):
         runs.open_run(tmp_path / "ws", "gone")
     assert runs.Run(second.dir).recipe == recipe
+
+
+def test_a_run_interrupted_while_it_is_made_leaves_no_half_made_run(tmp_path, monkeypatch):
+    """A SIGINT between the run's config and its labels: no run folder at all (a half-made one,
+    without its labels or checkpoints/, took the name from a new run and could not be resumed),
+    nothing left beside it, and the same run can then be made, with the umask's mode. The
+    signal is real, sent by this process to itself."""
+    write = runs.write_json_atomic
+
+    def write_then_sigint(path: Path, value) -> None:
+        write(path, value)
+        if path.name == runs.CONFIG_FILE:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(runs, "write_json_atomic", write_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        runs.create_run(tmp_path, "cut", config={"frontend": "log-mel"}, labels=["a"])
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+    made = runs.create_run(tmp_path, "cut", config={"frontend": "log-mel"}, labels=["a"])
+    assert sorted(p.name for p in made.iterdir()) == sorted(
+        ["NOTE", runs.CONFIG_FILE, runs.LABELS_FILE, "checkpoints", "logs"]
+    )
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert made.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # the umask's, not 0700
+    with pytest.raises(OrpheusError, match="run cut already exists"):
+        runs.create_run(tmp_path, "cut", config={}, labels=["a"])
 
 
 # -- the round trips -------------------------------------------------------------------------------
