@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +32,7 @@ from orpheus import config as config_mod
 from orpheus.audio import LogMelParams
 from orpheus.errors import OrpheusError
 from orpheus.features import Recipe
-from orpheus.io import read_json, write_atomic, write_json_atomic
+from orpheus.io import read_json, staged_folder, write_atomic, write_json_atomic
 from orpheus.workspace import Workspace, is_workspace
 
 if TYPE_CHECKING:
@@ -242,29 +240,18 @@ def create_run(
     it is made leaves no half-made run that `--resume` would then trip over.
     """
     run_dir = Path(runs_dir) / run_id
-    exists = OrpheusError(
-        f"run {run_id} already exists in {runs_dir}",
-        hint=f"pick another --run-name, or continue it with `--resume {run_id}`",
-    )
     if run_dir.exists():
-        raise exists
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staged = run_dir.parent / f".{run_id}.{uuid.uuid4().hex[:12]}.creating"
-    staged.mkdir()  # mode by the umask, as a plain mkdir (mkdtemp's would be 0700)
-    try:
+        raise OrpheusError(
+            f"run {run_id} already exists in {runs_dir}",
+            hint=f"pick another --run-name, or continue it with `--resume {run_id}`",
+        )
+    with staged_folder(run_dir) as staged:
         write_note(staged, "created; training has not finished (resume with --resume if it died)")
         saved = {**config, "recipe": recipe.to_dict()} if recipe is not None else config
         write_json_atomic(staged / CONFIG_FILE, saved)
         write_json_atomic(staged / LABELS_FILE, list(labels))
         (staged / "checkpoints").mkdir()
         (staged / "logs").mkdir()
-        try:
-            staged.rename(run_dir)  # refused if another process made a non-empty run_dir since
-        except OSError:
-            raise exists from None
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return run_dir
 
 
